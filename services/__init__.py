@@ -1,0 +1,1 @@
+"""Entry points a person or a machine talks to: the CLI, the submitter, the aggregator, run reports."""

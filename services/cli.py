@@ -1,0 +1,246 @@
+"""The `evalfleet` command: each subcommand is a few lines over the library.
+
+Exit codes: 0 the run succeeded; 1 it finished with status error or cancelled, or a service
+failed; 2 bad input (the run file, a dataset, an option); nothing is registered or submitted then."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from contextlib import ExitStack, nullcontext
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shared.errors import EvalfleetError, SpecError
+from shared.settings import configure, get_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+err = Console(stderr=True)
+
+
+class BadInput(click.ClickException):
+    exit_code = EXIT_BAD_INPUT
+
+
+def _settings_options(command):
+    """Options every command shares; they override EVALFLEET_* variables and `.env`."""
+    command = click.option("--database-url", envvar=None, help="SQLAlchemy database URL [EVALFLEET_DATABASE_URL].")(command)
+    command = click.option("--log-dir", help="Log directory or s3://bucket/prefix [EVALFLEET_LOG_DIR].")(command)
+    return command
+
+
+def _apply(database_url: str | None = None, log_dir: str | None = None, **other: object) -> None:
+    configure(database_url=database_url, log_dir=log_dir, **other)
+    from workers.app import configure_app
+
+    configure_app(get_settings())
+
+
+def _fail(exc: Exception) -> None:
+    if isinstance(exc, SpecError):
+        raise BadInput(str(exc))
+    raise click.ClickException(str(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="evalfleet")
+def main() -> None:
+    """Evaluate language models and datasets, from a laptop to a cluster.
+
+    With no configuration everything runs in this process (SQLite under ./.evalfleet, logs under
+    ./logs). Set EVALFLEET_BROKER_URL (redis:// or amqp://) to submit to `evalfleet worker`s.
+    """
+    warnings.simplefilter("default", DeprecationWarning)
+    warnings.showwarning = lambda message, *a, **k: err.print(f"[yellow]warning:[/] {message}")
+
+
+@main.command()
+@click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False), help="The run file (YAML).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of a table.")
+@click.option("--detach", is_flag=True, help="Return after submitting and print the run id (needs a broker).")
+@click.option("--concurrency", type=click.IntRange(1), help="Samples in flight in the embedded worker.")
+@_settings_options
+def run(path: str, as_json: bool, detach: bool, concurrency: int | None, **options: str | None) -> None:
+    """Validate, submit and run an evaluation; wait for its task result logs."""
+    from services.runs import wait_for_run
+    from services.submitter import submit
+
+    _apply(concurrency=concurrency, **options)
+    settings = get_settings()
+    if detach and settings.embedded:
+        raise BadInput("--detach needs a broker: set EVALFLEET_BROKER_URL and start `evalfleet worker`")
+    with ExitStack() as stack:
+        if settings.embedded:
+            from services.embedded import embedded_worker
+
+            stack.enter_context(embedded_worker(settings.concurrency))
+        try:
+            run_id = submit(path)
+        except EvalfleetError as exc:
+            _fail(exc)
+        if detach:
+            click.echo(run_id)
+            return
+        with _progress(enabled=not as_json) as show:
+            report = wait_for_run(run_id, on_progress=show)
+    _finish(report, as_json)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's JSON document.")
+@_settings_options
+def status(run_id: str, as_json: bool, **options: str | None) -> None:
+    """Progress of a run, and its results once finished."""
+    from services.runs import run_report
+
+    _apply(**options)
+    try:
+        report = run_report(run_id)
+    except EvalfleetError as exc:
+        raise BadInput(str(exc)) from None
+    if report.finished:
+        _finish(report, as_json)
+    elif as_json:
+        click.echo(_report_json(report))
+    else:
+        err.print(f"run {report.run_id} ({report.evaluation}): {report.status}, "
+                  f"{report.done}/{report.total} samples done, {report.errors} errors")
+
+
+@main.command()
+@click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False), help="The run file (YAML).")
+@_settings_options
+def add(path: str, **options: str | None) -> None:
+    """Validate a run file and register its datasets, models and tasks without running anything."""
+    from services.submitter import add_entities
+
+    _apply(**options)
+    try:
+        resolved = add_entities(path)
+    except EvalfleetError as exc:
+        _fail(exc)
+    registered = resolved.entities_to_register()
+    err.print(f"valid: {len(resolved.specs)} task specifications, "
+              f"{sum(s.selection.total for s in resolved.specs)} samples; registered {len(registered)} entities")
+    for kind, entity in registered:
+        click.echo(f"{kind}\t{entity.key}")  # type: ignore[attr-defined]
+
+
+@main.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1), help="How many runs.")
+@click.option("--evaluation", help="Only runs of this evaluation key.")
+@_settings_options
+def list_command(as_json: bool, limit: int, evaluation: str | None, **options: str | None) -> None:
+    """Runs, newest first, with status and progress."""
+    from services.runs import list_runs
+
+    _apply(**options)
+    summaries = list_runs(limit=limit, evaluation=evaluation)
+    if as_json:
+        click.echo(json.dumps([s.model_dump(mode="json") for s in summaries], indent=2))
+        return
+    table = Table("run id", "evaluation", "status", "progress", "errors", "created")
+    for s in summaries:
+        table.add_row(s.run_id, s.evaluation, s.status, f"{s.done}/{s.samples}", str(s.errors),
+                      s.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+    Console().print(table)
+
+
+@main.command()
+@click.option("-c", "--concurrency", type=click.IntRange(1), help="Samples in flight (threads) [EVALFLEET_CONCURRENCY].")
+@click.option("-Q", "--queues", help="Comma-separated queues to consume (default: evalfleet).")
+@click.option("-n", "--hostname", help="Worker name, e.g. worker1@%h.")
+@click.option("-l", "--loglevel", default="WARNING", show_default=True, help="Logging level.")
+@_settings_options
+def worker(concurrency: int | None, queues: str | None, hostname: str | None, loglevel: str,
+           **options: str | None) -> None:
+    """Process samples from the broker; start as many as you like on any host."""
+    _apply(concurrency=concurrency, **options)
+    settings = get_settings()
+    if settings.embedded:
+        raise BadInput("a worker needs a broker: set EVALFLEET_BROKER_URL (redis:// or amqp://)")
+    from workers.app import app
+
+    argv = ["worker", "--pool=threads", f"--concurrency={settings.concurrency}", f"--loglevel={loglevel}",
+            "--without-gossip", "--without-mingle"]
+    argv += [f"--queues={queues}"] if queues else [f"--queues={settings.queue}"]
+    argv += [f"--hostname={hostname}"] if hostname else []
+    app.worker_main(argv)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the task result log."""
+    from shared.log import task_result_log_schema
+
+    click.echo(json.dumps(task_result_log_schema(), indent=2))
+
+
+def _progress(enabled: bool):
+    if not enabled or not err.is_terminal:
+        return nullcontext(None)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.0f} samples/s"), TextColumn("[red]{task.fields[errors]} errors"),
+        TimeElapsedColumn(), console=err, transient=True,
+    )
+
+    class _Bar:
+        def __enter__(self):
+            progress.__enter__()
+            self.task = None
+            return self.update
+
+        def update(self, report) -> None:  # noqa: ANN001
+            if self.task is None:
+                self.task = progress.add_task(report.evaluation, total=report.total, rate=0.0, errors=0)
+            elapsed = progress.tasks[0].elapsed or 0
+            progress.update(self.task, completed=report.done, errors=report.errors,
+                            rate=report.done / elapsed if elapsed else 0.0)
+
+        def __exit__(self, *exc):  # noqa: ANN002
+            return progress.__exit__(*exc)
+
+    return _Bar()
+
+
+def _report_json(report) -> str:  # noqa: ANN001
+    document = {
+        "run_id": report.run_id,
+        "status": report.status,
+        "evaluation": report.evaluation,
+        "retry_of": report.retry_of,
+        "error": report.error,
+        "task_results": [
+            {"key": t.key, "status": t.status, "log_path": t.log_path, "samples": t.samples, "done": t.done,
+             "errors": t.errors, "model_calls": t.model_calls, "cache_hits": t.cache_hits, "metrics": t.metrics,
+             "error": t.error}
+            for t in report.task_results
+        ],
+    }
+    return json.dumps(document, indent=2)
+
+
+def _finish(report, as_json: bool) -> None:  # noqa: ANN001
+    if as_json:
+        click.echo(_report_json(report))
+    else:
+        table = Table(title=f"{report.display_name} ({report.run_id}): {report.status}")
+        for column in ("task", "status", "samples", "errors", "model calls", "metrics", "log"):
+            table.add_column(column, overflow="fold")
+        for t in report.task_results:
+            metrics = "\n".join(
+                f"{scorer}: " + ", ".join(f"{m}={'n/a' if v is None else f'{v:.3f}'}" for m, v in values.items())
+                for scorer, values in t.metrics.items()
+            )
+            table.add_row(t.key, t.status, str(t.samples), str(t.errors), str(t.model_calls), metrics,
+                          t.log_path or (t.error or "").splitlines()[0] if (t.log_path or t.error) else "")
+        Console().print(table)
+    sys.exit(EXIT_OK if report.status == "success" else EXIT_FAILED)

@@ -1,0 +1,179 @@
+"""Resolving a run file: every key becomes the entity it names (the file's own first, then the
+registered ones, then built-ins and `provider$name` models), task configs are validated against
+their task, and each task specification's samples are selected. Anything wrong is a `SpecError`
+raised before anything is registered or submitted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+from sqlalchemy.engine import Connection
+
+from shared.errors import SpecError
+from shared.plan import ResolvedDataset, ResolvedEvaluation, ResolvedModel, ResolvedTask, ResolvedTaskSpec
+from shared.samples import Selection, dataset_format, select_samples
+from shared.spec import DatasetEntity, ModelEntity, RunFile, TaskEntity, load_run_file, spec_error_from
+from workers.providers.mock import MOCK_MODELS
+from workers.tasks import BUILTIN_TASKS, Task, task_class
+from services.registry import lookup_entity
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    spec: ResolvedTaskSpec
+    selection: Selection
+    needs_input: bool
+    needs_target: bool
+
+
+@dataclass(frozen=True)
+class ResolvedRunFile:
+    path: Path
+    run_file: RunFile
+    evaluation: ResolvedEvaluation
+    specs: list[ResolvedSpec]
+
+    def entities_to_register(self) -> list[tuple[str, object]]:
+        base = self.path.parent
+        found: list[tuple[str, object]] = []
+        for dataset in self.run_file.datasets:
+            found.append(("dataset", dataset.model_copy(update={"path": absolute_path(dataset.path, base)})))
+        found += [("model", model) for model in self.run_file.models]
+        found += [("task", task) for task in self.run_file.tasks]
+        return found
+
+
+def absolute_path(path: str, base: Path) -> str:
+    return path if path.startswith("s3://") else str((base / path).resolve())
+
+
+def resolve_run_file(path: str | Path, connection: Connection) -> ResolvedRunFile:
+    path = Path(path).resolve()
+    run_file = load_run_file(path)
+    resolver = _Resolver(path, run_file, connection)
+    evaluation = run_file.evaluation
+    specs = [resolver.task_specification(i) for i in range(len(evaluation.task_specifications))]
+    resolved = ResolvedEvaluation(
+        key=evaluation.key,
+        display_name=evaluation.display_name,
+        description=evaluation.description,
+        long_description=evaluation.long_description,
+        tags=evaluation.tags,
+        cache_policy=evaluation.cache_policy,
+        fail_on_error=evaluation.fail_on_error,
+        source_file=str(path),
+        task_specifications=[s.spec for s in specs],
+    )
+    return ResolvedRunFile(path=path, run_file=run_file, evaluation=resolved, specs=specs)
+
+
+class _Resolver:
+    def __init__(self, path: Path, run_file: RunFile, connection: Connection):
+        self.file = str(path)
+        self.base = path.parent
+        self.run_file = run_file
+        self.connection = connection
+
+    def _field(self, index: int, name: str) -> str:
+        spec = self.run_file.evaluation.task_specifications[index]
+        label = f"{index}:{spec.key}" if spec.key else str(index)
+        return f"evaluation.task_specifications[{label}].{name}"
+
+    def task_specification(self, index: int) -> ResolvedSpec:
+        spec = self.run_file.evaluation.task_specifications[index]
+        evaluation = self.run_file.evaluation
+        task, cls = self.task(spec.task_key, spec.task_config, index)
+        model = None
+        if cls.needs_model:
+            if spec.model_key is None:
+                raise SpecError(self.file, self._field(index, "model_key"),
+                                f"task {spec.task_key!r} needs a model and none is given")
+            model = self.model(spec.model_key, index)
+        if spec.dataset_key is None:
+            raise SpecError(self.file, self._field(index, "dataset_key"), "a task specification needs a dataset")
+        dataset = self.dataset(spec.dataset_key, index)
+        num_samples = spec.num_samples if spec.num_samples is not None else evaluation.num_samples
+        subsampling = spec.subsampling or evaluation.subsampling
+        resolved = ResolvedTaskSpec(
+            key=spec.key or spec.derived_key,
+            display_name=spec.display_name or spec.key or spec.derived_key,
+            task=task,
+            model=model,
+            dataset=dataset,
+            num_samples=num_samples,
+            subsampling=subsampling,
+            task_result_log_path=spec.task_result_log_path,
+        )
+        needs_target = cls(cls.validate_config(task.config), dataset).needs_target
+        selection = select_samples(dataset, num_samples, subsampling, needs_input=cls.needs_input,
+                                   needs_target=needs_target)
+        return ResolvedSpec(spec=resolved, selection=selection, needs_input=cls.needs_input,
+                            needs_target=needs_target)
+
+    def task(self, key: str, config: dict, index: int) -> tuple[ResolvedTask, type[Task]]:
+        entity = self._entity("task", key, self.run_file.tasks)
+        if entity is None:
+            if key not in BUILTIN_TASKS:
+                raise SpecError(self.file, self._field(index, "task_key"),
+                                f"unknown task {key!r}: not defined in `tasks`, not registered, and not "
+                                f"built in ({', '.join(BUILTIN_TASKS)})")
+            entity = TaskEntity(key=key, template=key)
+        assert isinstance(entity, TaskEntity)
+        merged = {**entity.config, **config}
+        draft = ResolvedTask(key=key, template=entity.template, entrypoint=entity.entrypoint, config=merged)
+        cls = task_class(draft, file=self.file, field=self._field(index, "task_key"))
+        try:
+            validated = cls.validate_config(merged)
+        except ValidationError as exc:
+            raise spec_error_from(exc, self.file, cls.config_model, merged,
+                                  prefix=self._field(index, "task_config") + ".") from None
+        return draft.model_copy(update={"config": validated.model_dump(mode="json")}), cls
+
+    def model(self, key: str, index: int) -> ResolvedModel:
+        entity = self._entity("model", key, self.run_file.models)
+        if entity is None:
+            provider, sep, name = key.partition("$")
+            if not sep:
+                raise SpecError(self.file, self._field(index, "model_key"),
+                                f"unknown model {key!r}: not defined in `models`, not registered, and not of "
+                                "the form provider$name")
+            entity = ModelEntity.model_construct(key=key, provider=provider, name=name)
+        assert isinstance(entity, ModelEntity)
+        if entity.provider == "mock" and entity.name not in MOCK_MODELS:
+            raise SpecError(self.file, self._field(index, "model_key"),
+                            f"mock model {entity.name!r} does not exist; use one of {', '.join(MOCK_MODELS)}")
+        generation = {k: getattr(entity, k) for k in ("temperature", "max_tokens", "top_p", "seed", "stop")}
+        return ResolvedModel(
+            key=entity.key, provider=entity.provider, name=entity.name, base_url=entity.base_url,
+            api_key_env=entity.api_key_env, generation=generation, max_connections=entity.max_connections,
+            timeout=entity.timeout, latency_ms=entity.latency_ms, pricing=entity.pricing,
+            max_attempts=entity.max_attempts, retry_timeout=entity.retry_timeout,
+        )
+
+    def dataset(self, key: str, index: int) -> ResolvedDataset:
+        entity = self._entity("dataset", key, self.run_file.datasets)
+        if entity is None:
+            raise SpecError(self.file, self._field(index, "dataset_key"),
+                            f"unknown dataset {key!r}: not defined in `datasets` and not registered")
+        assert isinstance(entity, DatasetEntity)
+        in_file = any(d.key == key for d in self.run_file.datasets)
+        path = absolute_path(entity.path, self.base) if in_file else entity.path
+        if in_file:
+            position = next(i for i, d in enumerate(self.run_file.datasets) if d.key == key)
+            field = f"datasets[{position}:{key}].path"
+            try:
+                dataset_format(path)
+            except SpecError as exc:
+                raise SpecError(self.file, field, exc.message) from None
+            if not path.startswith("s3://") and not Path(path).is_file():
+                raise SpecError(self.file, field, f"dataset file not found: {path}")
+        return ResolvedDataset(key=key, path=path, id_field=entity.id_field, input_field=entity.input_field,
+                               target_field=entity.target_field)
+
+    def _entity(self, kind: str, key: str, in_file: list) -> object | None:
+        for entity in in_file:
+            if entity.key == key:
+                return entity
+        return lookup_entity(self.connection, kind, key)  # type: ignore[arg-type]

@@ -1,0 +1,88 @@
+"""The submitter: resolve and validate the whole run file first (nothing is written before every
+check passed), register the run, then stream each dataset once more and enqueue one Celery task
+per selected sample."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from kombu.exceptions import OperationalError as BrokerError
+
+from services.registry import register_entity
+from services.resolver import ResolvedRunFile, resolve_run_file
+from shared.db import get_engine, now, runs, task_results
+from shared.errors import EvalfleetError
+from shared.samples import iter_selected
+from workers.app import SAMPLE_TASK, app, broker_address
+
+ProgressCallback = Callable[[int], None]
+
+
+def validate_run_file(path: str | Path) -> ResolvedRunFile:
+    """Resolve a run file and select its samples; raises SpecError on any problem."""
+    with get_engine().connect() as connection:
+        return resolve_run_file(path, connection)
+
+
+def add_entities(path: str | Path) -> ResolvedRunFile:
+    """`evalfleet add`: validate everything, then register the file's entities in one transaction."""
+    resolved = validate_run_file(path)
+    with get_engine().begin() as connection:
+        for kind, entity in resolved.entities_to_register():
+            register_entity(connection, kind, entity)  # type: ignore[arg-type]
+    return resolved
+
+
+def create_run(resolved: ResolvedRunFile, retry_of: str | None = None) -> tuple[str, list[int]]:
+    """Register the file's entities, the run and its task results in one transaction."""
+    run_id = uuid.uuid4().hex
+    started = now()
+    with get_engine().begin() as connection:
+        for kind, entity in resolved.entities_to_register():
+            register_entity(connection, kind, entity)  # type: ignore[arg-type]
+        connection.execute(runs.insert().values(
+            id=run_id, evaluation_key=resolved.evaluation.key, display_name=resolved.evaluation.display_name,
+            status="running", plan=resolved.evaluation.model_dump_json(), retry_of=retry_of, created_at=started,
+        ))
+        ids = []
+        for position, item in enumerate(resolved.specs):
+            ids.append(connection.execute(task_results.insert().values(
+                run_id=run_id, position=position, spec_key=item.spec.key, plan=item.spec.model_dump_json(),
+                total=item.selection.total, done=0, errors=0, model_calls=0, cache_hits=0, status="running",
+                started_at=started,
+            )).inserted_primary_key[0])
+    return run_id, ids
+
+
+def enqueue_samples(resolved: ResolvedRunFile, task_result_ids: list[int],
+                    on_progress: ProgressCallback | None = None) -> int:
+    """One message per selected sample, published over one broker connection."""
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for item, task_result_id in zip(resolved.specs, task_result_ids, strict=True):
+            for position, sample in iter_selected(item.spec.dataset, item.selection,
+                                                  needs_input=item.needs_input, needs_target=item.needs_target):
+                app.send_task(SAMPLE_TASK, args=[task_result_id, position, sample.model_dump(mode="json")],
+                              producer=producer)
+                sent += 1
+                if on_progress is not None and sent % 500 == 0:
+                    on_progress(sent)
+    if on_progress is not None:
+        on_progress(sent)
+    return sent
+
+
+def submit(path: str | Path, on_progress: ProgressCallback | None = None) -> str:
+    """Validate, register and enqueue an evaluation; returns the run id."""
+    resolved = validate_run_file(path)
+    run_id, task_result_ids = create_run(resolved)
+    try:
+        enqueue_samples(resolved, task_result_ids, on_progress)
+    except BrokerError as exc:
+        with get_engine().begin() as connection:
+            connection.execute(runs.update().where(runs.c.id == run_id).values(
+                status="error", error=f"could not enqueue samples: {exc}", finished_at=now()))
+        raise EvalfleetError(f"could not reach the broker at {broker_address()}: {exc}") from exc
+    return run_id

@@ -1,0 +1,186 @@
+"""The database: SQLAlchemy Core tables, the engine (SQLite embedded, PostgreSQL in a cluster) and
+schema migrations with alembic, applied on first use.
+
+The database is the truth about a run: which samples finished (one row each, unique per task
+result), how many, and whether aggregation was claimed. Redis and the broker only carry work."""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+entities = Table(
+    "entities",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("key", String(250), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("kind", "key", name="uq_entities_kind_key"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("evaluation_key", String(250), nullable=False, index=True),
+    Column("display_name", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("plan", Text, nullable=False),
+    Column("retry_of", String(32), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+task_results = Table(
+    "task_results",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", String(32), ForeignKey("runs.id"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("spec_key", String(250), nullable=False),
+    Column("plan", Text, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("done", Integer, nullable=False, default=0),
+    Column("errors", Integer, nullable=False, default=0),
+    Column("model_calls", Integer, nullable=False, default=0),
+    Column("cache_hits", Integer, nullable=False, default=0),
+    # running -> aggregating (claimed once, by whoever saw the last sample) -> success | error | cancelled
+    Column("status", String(16), nullable=False),
+    Column("log_path", Text, nullable=True),
+    Column("metrics", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+)
+
+sample_results = Table(
+    "sample_results",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("task_result_id", Integer, ForeignKey("task_results.id"), nullable=False),
+    Column("sample_id", Text, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("is_error", Boolean, nullable=False),
+    # Tasks that score against the whole population (uniqueness) group samples by this value.
+    Column("group_key", String(64), nullable=True),
+    Column("body", Text, nullable=False),
+    UniqueConstraint("task_result_id", "sample_id", name="uq_sample_results_sample"),
+    Index("ix_sample_results_position", "task_result_id", "position"),
+)
+
+FINAL_STATUSES = ("success", "error", "cancelled")
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """One engine per URL per process, migrated to the newest schema on first use."""
+    if url is None:
+        from shared.settings import get_settings
+
+        url = get_settings().effective_database_url
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _create_engine(url)
+            migrate(engine)
+            _engines[url] = engine
+        return engine
+
+
+def dispose_engines() -> None:
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def _create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
+            # WAL lets readers (progress, status) run beside the writer; NORMAL sync is durable
+            # against process crashes, which is the failure that matters for sample accounting.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest alembic revision, once even when processes start together."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with engine.connect() as connection:
+        if MigrationContext.configure(connection).get_current_revision() == head:
+            return
+    with _migration_lock(engine), engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+@contextmanager
+def _migration_lock(engine: Engine):
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(7242001)"))
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(7242001)"))
+                connection.commit()
+    elif engine.url.database and engine.url.database != ":memory:":
+        with open(f"{engine.url.database}.migrate.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+    else:
+        yield

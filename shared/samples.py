@@ -1,0 +1,169 @@
+"""Samples and datasets: reading rows (.jsonl, .json list, .csv) as a stream, mapping fields, and
+selecting which samples a task specification evaluates (`head` or seeded `random`)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import heapq
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from shared.errors import SpecError
+from shared.plan import ResolvedDataset
+
+FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv"}
+# Part of the documented contract: changing it changes every `random` selection.
+RANDOM_SUBSAMPLING_SEED = "evalfleet-subsampling-v1"
+
+
+class Sample(BaseModel):
+    id: str
+    input: str | None = None
+    target: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def field(self, name: str, dataset: ResolvedDataset) -> Any:
+        """The value of a dataset column by its name in the file, or None when absent."""
+        if name == dataset.input_field:
+            return self.input
+        if name == dataset.target_field:
+            return self.target
+        if name == dataset.id_field:
+            return self.id
+        return self.metadata.get(name)
+
+
+def dataset_format(path: str) -> str:
+    suffix = Path(path.split("?")[0]).suffix.lower()
+    if suffix not in FORMATS:
+        raise SpecError(path, "path", f"unknown dataset format {suffix!r}; use .jsonl, .json or .csv")
+    return FORMATS[suffix]
+
+
+def iter_rows(path: str) -> Iterator[dict[str, Any]]:
+    """Rows of a dataset file as dicts, streamed where the format allows it."""
+    fmt = dataset_format(path)
+    try:
+        handle = open(path, encoding="utf-8", newline="" if fmt == "csv" else None)  # noqa: SIM115
+    except FileNotFoundError:
+        raise SpecError(path, "path", "dataset file not found") from None
+    except OSError as exc:
+        raise SpecError(path, "path", f"cannot read dataset: {exc}") from None
+    with handle:
+        if fmt == "csv":
+            yield from csv.DictReader(handle)
+        elif fmt == "json":
+            try:
+                rows = json.load(handle)
+            except json.JSONDecodeError as exc:
+                raise SpecError(path, None, f"malformed JSON: line {exc.lineno}: {exc.msg}") from None
+            if not isinstance(rows, list):
+                raise SpecError(path, None, "a .json dataset is a list of objects")
+            for number, row in enumerate(rows):
+                if not isinstance(row, dict):
+                    raise SpecError(path, f"row {number}", "each row must be an object")
+                yield row
+        else:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise SpecError(path, f"line {number}", f"malformed JSON: {exc.msg}") from None
+                if not isinstance(row, dict):
+                    raise SpecError(path, f"line {number}", "each line must be a JSON object")
+                yield row
+
+
+def to_sample(row: dict[str, Any], index: int, dataset: ResolvedDataset, *, needs_input: bool,
+              needs_target: bool) -> Sample:
+    where = f"row {index}"
+    sample_id = row.get(dataset.id_field)
+    sample_id = str(index) if sample_id is None or sample_id == "" else str(sample_id)
+    metadata = {
+        k: v for k, v in row.items() if k not in (dataset.id_field, dataset.input_field, dataset.target_field)
+    }
+    raw_input = row.get(dataset.input_field)
+    if raw_input is None and needs_input:
+        raise SpecError(dataset.path, f"{where}: {dataset.input_field}", "input field is missing")
+    target = row.get(dataset.target_field)
+    if target is None and needs_target:
+        raise SpecError(
+            dataset.path, f"{where}: {dataset.target_field}", "target field is missing and the task needs one"
+        )
+    return Sample(
+        id=sample_id,
+        input=_text(raw_input),
+        target=_text(target),
+        metadata=metadata,
+    )
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which rows of a dataset a task specification evaluates, found by one validating pass."""
+
+    total: int
+    positions: frozenset[int] | None  # None: the first `total` rows
+
+    def includes(self, index: int) -> bool:
+        return index < self.total if self.positions is None else index in self.positions
+
+
+def select_samples(dataset: ResolvedDataset, num_samples: int | None, subsampling: str, *,
+                   needs_input: bool, needs_target: bool) -> Selection:
+    """Validate every row and choose the samples.
+
+    `random` keeps the `num_samples` rows with the smallest seeded hash of their sample id: the same
+    choice on every run and machine, independent of row order, in memory bounded by `num_samples`.
+    """
+    seen: set[str] = set()
+    heap: list[tuple[int, int]] = []  # (-rank, index): a max-heap of the smallest ranks
+    count = 0
+    for index, row in enumerate(iter_rows(dataset.path)):
+        sample = to_sample(row, index, dataset, needs_input=needs_input, needs_target=needs_target)
+        if sample.id in seen:
+            raise SpecError(dataset.path, f"row {index}: {dataset.id_field}", f"duplicate sample id {sample.id!r}")
+        seen.add(sample.id)
+        count += 1
+        if subsampling == "random" and num_samples is not None:
+            rank = random_rank(sample.id)
+            if len(heap) < num_samples:
+                heapq.heappush(heap, (-rank, index))
+            elif -heap[0][0] > rank:
+                heapq.heapreplace(heap, (-rank, index))
+    if count == 0:
+        raise SpecError(dataset.path, None, "the dataset has no rows")
+    if subsampling == "random" and num_samples is not None and num_samples < count:
+        return Selection(total=len(heap), positions=frozenset(index for _, index in heap))
+    return Selection(total=min(count, num_samples or count), positions=None)
+
+
+def random_rank(sample_id: str) -> int:
+    digest = hashlib.blake2b(f"{RANDOM_SUBSAMPLING_SEED}:{sample_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def iter_selected(dataset: ResolvedDataset, selection: Selection, *, needs_input: bool,
+                  needs_target: bool) -> Iterator[tuple[int, Sample]]:
+    """The selected samples in dataset order, with their position in the selection."""
+    position = 0
+    for index, row in enumerate(iter_rows(dataset.path)):
+        if position >= selection.total:
+            return
+        if selection.includes(index):
+            yield position, to_sample(row, index, dataset, needs_input=needs_input, needs_target=needs_target)
+            position += 1

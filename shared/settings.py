@@ -1,0 +1,65 @@
+"""The one settings object: EVALFLEET_* variables, a `.env` file in the working directory,
+and CLI options layered on top (see `configure`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EVALFLEET_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path(".evalfleet"), description="Directory of the embedded database and local state.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under `home`.")
+    log_dir: str = Field("logs", description="Where task result logs are written.")
+    broker_url: str | None = Field(
+        None, description="Celery broker (redis:// or amqp://). Unset: embedded mode, one process."
+    )
+    concurrency: int = Field(32, ge=1, description="Samples in flight per worker process.")
+    prefetch_multiplier: int = Field(4, ge=1, description="Messages reserved per concurrency slot.")
+    queue: str = Field("evalfleet", description="Default queue of sample and aggregation tasks.")
+    visibility_timeout: int = Field(
+        3600, ge=10, description="Seconds before Redis redelivers an unacknowledged sample."
+    )
+    result_batch_size: int = Field(200, ge=1, description="Sample results committed per transaction.")
+    allowed_modules: list[str] = Field(
+        default_factory=list,
+        description="Module prefixes from which user entrypoints may be imported; empty: any module.",
+    )
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'evalfleet.db').resolve()}"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.broker_url
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    global _current
+    if _current is None:
+        _current = Settings()
+    return _current
+
+
+def configure(**overrides: object) -> Settings:
+    """Apply CLI options over the environment; later calls to `get_settings` see the result."""
+    global _current
+    values = {k: v for k, v in overrides.items() if v is not None}
+    _current = get_settings().model_copy(update=values)
+    return _current
+
+
+def reset_settings() -> None:
+    """Forget the current settings so the next `get_settings` re-reads the environment."""
+    global _current
+    _current = None

@@ -1,0 +1,279 @@
+"""The run file as written: pydantic models of its sections and `load_run_file`, which turns any
+problem into one `SpecError` naming the file and the field."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from shared.errors import SpecError
+
+KEY_PATTERN = r"^[a-zA-Z0-9_\-]+$"
+Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN, max_length=250)]
+# `provider$name` references a model with no registration, e.g. `openai$gpt-4-1-nano`.
+MODEL_REF_PATTERN = r"^([a-zA-Z0-9_\-]+|(openai|mock|python)\$[^\s$]+)$"
+ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+Subsampling = Literal["head", "random"]
+CachePolicy = Literal["reuse", "update", "no-cache"]
+Provider = Literal["openai", "mock", "python"]
+DEBUG_MODE_SAMPLES = 10
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetEntity(Strict):
+    key: Key
+    path: str = Field(description="Path relative to the run file, or s3://bucket/key.")
+    id_field: str = "id"
+    input_field: str = "input"
+    target_field: str = "target"
+    description: str | None = None
+
+
+class Pricing(Strict):
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
+class GenerationSettings(Strict):
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: PositiveInt | None = None
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+
+
+class ModelEntity(GenerationSettings):
+    key: Key
+    provider: Provider
+    name: str = Field(min_length=1, description="Model name, or `module:function` for `python`.")
+    base_url: str | None = None
+    api_key_env: Annotated[str, StringConstraints(pattern=ENV_VAR_PATTERN)] | None = Field(
+        None, description="Name of the environment variable holding the API key (never the key)."
+    )
+    max_connections: PositiveInt = 32
+    timeout: float = Field(120.0, gt=0, description="Seconds for one request.")
+    latency_ms: float = Field(0, ge=0, description="`mock` only: simulated latency per call.")
+    max_attempts: PositiveInt = Field(6, description="Tries of one request before the sample fails.")
+    retry_timeout: float = Field(600.0, gt=0, description="Seconds one sample may spend retrying.")
+    pricing: Pricing | None = None
+
+
+class TaskEntity(Strict):
+    key: Key
+    template: Key | None = Field(None, description="A built-in task whose config this entity presets.")
+    entrypoint: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    config: dict[str, Any] = Field(default_factory=dict)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TaskEntity:
+        if (self.template is None) == (self.entrypoint is None):
+            raise ValueError("set exactly one of `template` and `entrypoint`")
+        return self
+
+
+class TaskSpecification(Strict):
+    key: Key | None = None
+    display_name: str | None = None
+    task_key: Key
+    task_config: dict[str, Any] = Field(default_factory=dict)
+    model_key: Annotated[str, StringConstraints(pattern=MODEL_REF_PATTERN, max_length=250)] | None = None
+    dataset_key: Key | None = None
+    num_samples: PositiveInt | None = None
+    subsampling: Subsampling | None = None
+    task_result_log_path: str | None = None
+
+    @property
+    def derived_key(self) -> str:
+        parts = [self.task_key, self.model_key, self.dataset_key]
+        return "__".join(re.sub(r"[^a-zA-Z0-9_\-]", "-", p) for p in parts if p)[:250]
+
+
+class EvaluationSpec(Strict):
+    key: Key
+    display_name: str = Field(min_length=1)
+    num_samples: PositiveInt | None = None
+    subsampling: Subsampling = "head"
+    mode: Literal["debug", "full"] | None = Field(None, description="Deprecated: use num_samples.")
+    cache_policy: CachePolicy = "reuse"
+    fail_on_error: bool | Annotated[float, Field(ge=0)] = Field(
+        0.1,
+        description="true: any failed sample fails the task; false: never; a fraction below 1: "
+        "fail above that share of samples; a number from 1: fail from that many failed samples.",
+    )
+    task_specifications: list[TaskSpecification] = Field(min_length=1)
+    tags: list[str] = Field(default_factory=list)
+    description: str | None = None
+    long_description: str | None = None
+
+    @model_validator(mode="after")
+    def _apply_mode(self) -> EvaluationSpec:
+        if self.mode is None:
+            return self
+        warnings.warn(
+            "`evaluation.mode` is deprecated: use `num_samples` (debug = 10, full = absent)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        implied = DEBUG_MODE_SAMPLES if self.mode == "debug" else None
+        if "num_samples" in self.model_fields_set and self.num_samples != implied:
+            raise ValueError(
+                f"`mode: {self.mode}` contradicts `num_samples: {self.num_samples}`; drop `mode`"
+            )
+        self.num_samples = implied
+        return self
+
+    @field_validator("task_specifications")
+    @classmethod
+    def _unique_keys(cls, specs: list[TaskSpecification]) -> list[TaskSpecification]:
+        seen: set[str] = set()
+        for spec in specs:
+            key = spec.key or spec.derived_key
+            if key in seen:
+                hint = "" if spec.key else " (derived from task, model and dataset: set `key`)"
+                raise ValueError(f"task specification key {key!r} is used twice{hint}")
+            seen.add(key)
+        return specs
+
+
+class RunFile(Strict):
+    datasets: list[DatasetEntity] = Field(default_factory=list)
+    models: list[ModelEntity] = Field(default_factory=list)
+    tasks: list[TaskEntity] = Field(default_factory=list)
+    evaluation: EvaluationSpec
+
+    @model_validator(mode="after")
+    def _unique_entities(self) -> RunFile:
+        for section in ("datasets", "models", "tasks"):
+            seen: set[str] = set()
+            for entity in getattr(self, section):
+                if entity.key in seen:
+                    raise ValueError(f"{section} key {entity.key!r} is defined twice")
+                seen.add(entity.key)
+        return self
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe loading that refuses a mapping with the same key twice instead of keeping the last."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(str(path), None, "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(str(path), None, f"cannot read: {exc}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(str(path), None, f"malformed YAML: {where}{problem}") from None
+
+
+def load_run_file(path: str | Path) -> RunFile:
+    """Read and validate a run file; every problem becomes a `SpecError`."""
+    path = Path(path)
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError(str(path), None, "a run file is a mapping with an `evaluation` section")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DeprecationWarning)
+            run_file = RunFile.model_validate(data)
+        for warning in caught:
+            warnings.warn(f"{path}: {warning.message}", DeprecationWarning, stacklevel=2)
+        return run_file
+    except ValidationError as exc:
+        raise spec_error_from(exc, str(path), RunFile, data) from None
+
+
+def spec_error_from(
+    exc: ValidationError, file: str, model: type[BaseModel], data: Any, prefix: str = ""
+) -> SpecError:
+    """The first validation problem as a SpecError naming the field by its path in the file."""
+    error = exc.errors()[0]
+    loc = list(error["loc"])
+    field = prefix + _dotted(loc, data)
+    if error["type"] == "extra_forbidden":
+        owner = _model_at(model, loc[:-1])
+        accepted = ", ".join(owner.model_fields) if owner else ""
+        return SpecError(file, field, f"unknown field; accepted fields: {accepted}")
+    message = error["msg"]
+    if error["type"] == "missing":
+        message = "required field is missing"
+    elif error["type"] == "string_pattern_mismatch":
+        message = f"{error['input']!r} does not match {error['ctx']['pattern']}"
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return SpecError(file, field, message)
+
+
+def _dotted(loc: list[Any], data: Any) -> str:
+    """`evaluation.task_specifications[0].task_key`; list items named by their key when they have one."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            key = node[part].get("key") if isinstance(node, list) and isinstance(node[part], dict) else None
+            out += f"[{part}]" if not key else f"[{part}:{key}]"
+        else:
+            out += f".{part}" if out else str(part)
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return out
+
+
+def _model_at(model: type[BaseModel], loc: list[Any]) -> type[BaseModel] | None:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) else None
+        if field is None:
+            return None
+        current = _inner_model(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,120 @@
+"""Where task result logs (and later cached blobs) live: a local directory or `s3://bucket/prefix`,
+behind one small interface. Writes are atomic: a reader sees a whole file or none."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import IO, Protocol
+
+from shared.errors import StoreError
+
+
+class BlobStore(Protocol):
+    def uri(self, relpath: str) -> str: ...
+
+    def writer(self, relpath: str) -> contextmanager: ...
+
+    def open(self, relpath: str) -> IO[bytes]: ...
+
+    def list(self, prefix: str = "") -> Iterator[str]: ...
+
+
+def safe_relpath(relpath: str) -> str:
+    """Refuse paths that would land outside the store's root."""
+    parts = PurePosixPath(relpath).parts
+    if not parts or relpath.startswith("/") or any(part in ("..", "") for part in parts):
+        raise StoreError(f"refusing a path outside the store: {relpath!r}")
+    return "/".join(parts)
+
+
+class LocalStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def uri(self, relpath: str) -> str:
+        return str(self.root / safe_relpath(relpath))
+
+    @contextmanager
+    def writer(self, relpath: str) -> Iterator[IO[str]]:
+        target = Path(self.uri(relpath))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                yield handle
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def open(self, relpath: str) -> IO[bytes]:
+        return open(self.uri(relpath), "rb")  # noqa: SIM115
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.exists():
+            return
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                yield path.relative_to(self.root).as_posix()
+
+
+class S3Store:
+    """Logs on S3 or any S3-compatible endpoint (boto3's standard configuration applies,
+    including AWS_ENDPOINT_URL). Uploads stream through a spooled file and multipart upload."""
+
+    SPOOL_BYTES = 8 * 1024 * 1024
+
+    def __init__(self, url: str):
+        bucket, _, prefix = url[len("s3://") :].partition("/")
+        if not bucket:
+            raise StoreError(f"no bucket in {url!r}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        import boto3
+
+        self.client = boto3.client("s3")
+
+    def _key(self, relpath: str) -> str:
+        relpath = safe_relpath(relpath)
+        return f"{self.prefix}/{relpath}" if self.prefix else relpath
+
+    def uri(self, relpath: str) -> str:
+        return f"s3://{self.bucket}/{self._key(relpath)}"
+
+    @contextmanager
+    def writer(self, relpath: str) -> Iterator[IO[str]]:
+        with tempfile.SpooledTemporaryFile(max_size=self.SPOOL_BYTES, mode="w+b") as spool:
+            import io
+
+            text = io.TextIOWrapper(spool, encoding="utf-8", write_through=True)
+            yield text
+            text.flush()
+            spool.seek(0)
+            try:
+                self.client.upload_fileobj(spool, self.bucket, self._key(relpath))
+            except Exception as exc:  # botocore raises many unrelated types
+                raise StoreError(f"cannot write {self.uri(relpath)}: {exc}") from exc
+            text.detach()
+
+    def open(self, relpath: str) -> IO[bytes]:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(relpath))["Body"]
+        except Exception as exc:
+            raise StoreError(f"cannot read {self.uri(relpath)}: {exc}") from exc
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        paginator = self.client.get_paginator("list_objects_v2")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for item in page.get("Contents", []):
+                yield item["Key"][strip:]
+
+
+def store_for(location: str) -> LocalStore | S3Store:
+    return S3Store(location) if location.startswith("s3://") else LocalStore(location)

@@ -1,0 +1,1 @@
+"""What runs on the cluster: the Celery app, the per-sample task, model providers, tasks and scorers."""

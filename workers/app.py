@@ -1,0 +1,55 @@
+"""The Celery app and its configuration. Messages are JSON only (pickle is never accepted), sample
+tasks are acknowledged late so a lost worker loses no sample, and no task result backend is used:
+results go to the database, which is the single account of every sample."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared.settings import Settings, get_settings
+
+SAMPLE_TASK = "evalfleet.sample"
+AGGREGATE_TASK = "evalfleet.aggregate"
+EMBEDDED_BROKER = "memory://"
+
+# The aggregator is a service that runs wherever a worker runs; it is named here only so worker
+# processes register it, keeping the import direction services -> workers.
+app = Celery("evalfleet", include=["workers.sample", "services.aggregator"])
+
+
+def configure_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app.conf.update(
+        broker_url=settings.broker_url or EMBEDDED_BROKER,
+        task_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=settings.prefetch_multiplier,
+        task_default_queue=settings.queue,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            # The in-memory transport polls; its 1 s default would idle the embedded worker.
+            **({"polling_interval": 0.005} if not settings.broker_url else {}),
+        },
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        worker_disable_rate_limits=True,
+        enable_utc=True,
+    )
+    return app
+
+
+configure_app()
+
+
+def broker_address() -> str:
+    """The broker URL with any password masked, fit for messages and logs."""
+    return app.connection().as_uri()

@@ -1,0 +1,63 @@
+"""Model providers, one module each. A provider turns a prompt into a `ModelOutput`; one client
+per model per process is kept, so no sample pays for connection setup."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from shared.plan import ResolvedModel
+from shared.samples import Sample
+
+
+@dataclass
+class ModelOutput:
+    text: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_ms: float = 0.0
+    attempts: int = 1
+
+
+class ProviderError(Exception):
+    """A model call that failed; the message never carries a credential."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, attempts: int = 1,
+                 retryable: bool = False, type_name: str | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.attempts = attempts
+        self.retryable = retryable
+        self.type_name = type_name or type(self).__name__
+
+
+class Provider:
+    def generate(self, prompt: str, sample: Sample) -> ModelOutput:
+        raise NotImplementedError
+
+
+_providers: dict[str, Provider] = {}
+_lock = threading.Lock()
+
+
+def provider_for(model: ResolvedModel) -> Provider:
+    with _lock:
+        cache_key = model.model_dump_json()
+        provider = _providers.get(cache_key)
+        if provider is None:
+            provider = _providers[cache_key] = _build(model)
+        return provider
+
+
+def _build(model: ResolvedModel) -> Provider:
+    if model.provider == "mock":
+        from workers.providers.mock import MockProvider
+
+        return MockProvider(model)
+    if model.provider == "openai":
+        from workers.providers.openai import OpenAIProvider
+
+        return OpenAIProvider(model)
+    from workers.providers.python import PythonProvider
+
+    return PythonProvider(model)

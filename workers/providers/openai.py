@@ -1,0 +1,105 @@
+"""`openai`: any OpenAI-compatible Chat Completions endpoint through the official client.
+
+The API key is read from the environment at the moment of the call, inside the worker, and
+scrubbed from any error text. Transient failures (429, 5xx, timeouts, dropped connections) are
+retried with exponential backoff and full jitter, honouring `Retry-After`."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+
+import openai
+
+from shared.plan import ResolvedModel
+from shared.samples import Sample
+from workers.providers import ModelOutput, Provider, ProviderError
+
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+class OpenAIProvider(Provider):
+    def __init__(self, model: ResolvedModel):
+        self.model = model
+        self._clients: dict[tuple[str | None, str | None], openai.OpenAI] = {}
+        self._lock = threading.Lock()
+        self.request_options = {
+            k: v for k, v in model.generation.model_dump().items() if v is not None
+        }
+
+    def _api_key(self) -> str | None:
+        return os.environ.get(self.model.api_key_env or "OPENAI_API_KEY")
+
+    def _client(self, api_key: str | None) -> openai.OpenAI:
+        # Keyed by the key itself so a rotated key takes effect; the dict never leaves the process.
+        cache_key = (self.model.base_url, api_key)
+        with self._lock:
+            client = self._clients.get(cache_key)
+            if client is None:
+                client = openai.OpenAI(
+                    api_key=api_key or "unset",
+                    base_url=self.model.base_url or os.environ.get("OPENAI_BASE_URL") or None,
+                    timeout=self.model.timeout,
+                    max_retries=0,  # retries are ours: counted, bounded, and recorded per sample
+                )
+                self._clients[cache_key] = client
+            return client
+
+    def generate(self, prompt: str, sample: Sample) -> ModelOutput:
+        api_key = self._api_key()
+        client = self._client(api_key)
+        deadline = time.monotonic() + self.model.retry_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                response = client.chat.completions.create(
+                    model=self.model.name,
+                    messages=[{"role": "user", "content": prompt}],
+                    **self.request_options,
+                )
+            except openai.APIError as exc:
+                error = _provider_error(exc, attempt, api_key)
+                delay = _retry_delay(exc, attempt)
+                if not error.retryable or attempt >= self.model.max_attempts or (
+                    time.monotonic() + delay > deadline
+                ):
+                    raise error from None
+                time.sleep(delay)
+                continue
+            latency_ms = (time.perf_counter() - started) * 1000
+            choice = response.choices[0] if response.choices else None
+            usage = response.usage
+            return ModelOutput(
+                text=(choice.message.content if choice and choice.message else None) or "",
+                input_tokens=usage.prompt_tokens if usage else None,
+                output_tokens=usage.completion_tokens if usage else None,
+                latency_ms=latency_ms,
+                attempts=attempt,
+            )
+
+
+def _provider_error(exc: openai.APIError, attempts: int, api_key: str | None) -> ProviderError:
+    status = getattr(exc, "status_code", None)
+    retryable = isinstance(exc, openai.APIConnectionError) or status in RETRYABLE_STATUS
+    message = str(getattr(exc, "message", None) or exc)
+    if api_key:
+        message = message.replace(api_key, "***")
+    return ProviderError(message[:2000], status_code=status, attempts=attempts, retryable=retryable,
+                         type_name=type(exc).__name__)
+
+
+def _retry_delay(exc: openai.APIError, attempt: int) -> float:
+    response = getattr(exc, "response", None)
+    header = response.headers.get("retry-after") if response is not None else None
+    if header:
+        try:
+            return min(float(header), BACKOFF_MAX_S * 4)
+        except ValueError:
+            pass
+    return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1)))

@@ -1,0 +1,21 @@
+"""`python`: a model that is a function, `package.module:function`, called with the sample."""
+
+from __future__ import annotations
+
+import time
+
+from shared.entrypoints import load_entrypoint
+from shared.plan import ResolvedModel
+from shared.samples import Sample
+from workers.providers import ModelOutput, Provider
+
+
+class PythonProvider(Provider):
+    def __init__(self, model: ResolvedModel):
+        self.function = load_entrypoint(model.name)
+
+    def generate(self, prompt: str, sample: Sample) -> ModelOutput:
+        started = time.perf_counter()
+        result = self.function(sample)
+        return ModelOutput(text="" if result is None else str(result),
+                           latency_ms=(time.perf_counter() - started) * 1000)

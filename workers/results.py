@@ -1,0 +1,145 @@
+"""Recording sample results: one row per sample, unique per task result, and the task result's
+counters, committed together. Concurrent samples share a transaction (group commit), so the
+database sees a few commits per batch instead of one per sample.
+
+Whoever commits the row that completes a task result claims its aggregation (a conditional
+update from `running` to `aggregating`), so aggregation is triggered exactly once even when
+samples are delivered twice or finish on different hosts at the same moment."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, update
+from sqlalchemy.engine import Engine
+
+from shared.db import sample_results, task_results
+from shared.log import SampleRecord
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PendingResult:
+    task_result_id: int
+    record: SampleRecord
+    group_key: str | None
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+def insert_ignoring_duplicates(engine: Engine):
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(sample_results).on_conflict_do_nothing(index_elements=["task_result_id", "sample_id"])
+
+
+def record_results(engine: Engine, batch: list[PendingResult]) -> list[int]:
+    """Store a batch in one transaction; returns the task results whose aggregation it claimed."""
+    # A stable order keeps two workers from locking the same rows in opposite orders.
+    batch = sorted(batch, key=lambda p: (p.task_result_id, p.record.id))
+    rows = [
+        {
+            "task_result_id": p.task_result_id,
+            "sample_id": p.record.id,
+            "position": p.record.position,
+            "is_error": p.record.error is not None,
+            "group_key": p.group_key,
+            "body": p.record.model_dump_json(),
+        }
+        for p in batch
+    ]
+    by_key = {(p.task_result_id, p.record.id): p.record for p in batch}
+    claimed: list[int] = []
+    with engine.begin() as connection:
+        statement = insert_ignoring_duplicates(engine).returning(
+            sample_results.c.task_result_id, sample_results.c.sample_id
+        )
+        inserted = connection.execute(statement, rows).all() if len(rows) > 1 else connection.execute(
+            statement.values(rows[0])
+        ).all()
+        increments: dict[int, dict[str, int]] = {}
+        for task_result_id, sample_id in inserted:
+            record = by_key[(task_result_id, sample_id)]
+            counts = increments.setdefault(task_result_id, {"done": 0, "errors": 0, "calls": 0, "hits": 0})
+            counts["done"] += 1
+            counts["errors"] += record.error is not None
+            counts["calls"] += record.model_calls
+            counts["hits"] += record.cached
+        for task_result_id in sorted(increments):
+            counts = increments[task_result_id]
+            t = task_results.c
+            done, total, status = connection.execute(
+                update(task_results)
+                .where(t.id == task_result_id)
+                .values(
+                    done=t.done + counts["done"],
+                    errors=t.errors + counts["errors"],
+                    model_calls=t.model_calls + counts["calls"],
+                    cache_hits=t.cache_hits + counts["hits"],
+                )
+                .returning(t.done, t.total, t.status)
+            ).one()
+            if done >= total and status == "running" and claim_aggregation(connection, task_result_id):
+                claimed.append(task_result_id)
+    return claimed
+
+
+def claim_aggregation(connection, task_result_id: int) -> bool:  # noqa: ANN001
+    t = task_results.c
+    result = connection.execute(
+        update(task_results)
+        .where(and_(t.id == task_result_id, t.status == "running", t.done >= t.total))
+        .values(status="aggregating")
+    )
+    return result.rowcount == 1
+
+
+class ResultWriter:
+    """A background thread that commits the results of concurrent samples in batches. `record`
+    returns once the sample is durable, so the task's late acknowledgement comes after it."""
+
+    def __init__(self, engine: Engine, batch_size: int, on_claimed: Callable[[int], None]):
+        self.engine = engine
+        self.batch_size = batch_size
+        self.on_claimed = on_claimed
+        self._queue: queue.SimpleQueue[PendingResult] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="evalfleet-result-writer", daemon=True)
+        self._thread.start()
+
+    def record(self, task_result_id: int, record: SampleRecord, group_key: str | None) -> None:
+        pending = PendingResult(task_result_id, record, group_key)
+        self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                claimed = record_results(self.engine, batch)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting sample, which retries
+                logger.warning("could not record %d sample results: %s", len(batch), exc)
+                for pending in batch:
+                    pending.error = exc
+                    pending.done.set()
+                continue
+            for pending in batch:
+                pending.done.set()
+            for task_result_id in claimed:
+                try:
+                    self.on_claimed(task_result_id)
+                except Exception:  # noqa: BLE001 - `evalfleet status` finishes unclaimed runs
+                    logger.exception("could not dispatch aggregation of task result %s", task_result_id)

@@ -1,0 +1,149 @@
+"""The per-sample task: prompt, inference, scoring, record. A message carries the task result id,
+the sample's position and the sample itself; everything else about the task specification is
+loaded once per worker process and reused for every sample."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import traceback
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from shared.db import get_engine, now, runs, task_results
+from shared.log import SampleError, SampleRecord, TokenUsage
+from shared.plan import ResolvedTaskSpec
+from shared.samples import Sample
+from shared.settings import get_settings
+from workers.app import AGGREGATE_TASK, SAMPLE_TASK, app
+from workers.providers import Provider, ProviderError, provider_for
+from workers.results import ResultWriter
+from workers.tasks import Task, load_task
+
+logger = logging.getLogger(__name__)
+RECORD_RETRY_MAX_S = 60
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What a worker needs to evaluate the samples of one task result, built once per process."""
+
+    task_result_id: int
+    spec: ResolvedTaskSpec
+    cache_policy: str
+    task: Task
+    provider: Provider | None
+
+
+_executions: dict[int, Execution] = {}
+_executions_lock = threading.Lock()
+_writer: ResultWriter | None = None
+
+
+def execution_for(task_result_id: int) -> Execution:
+    with _executions_lock:
+        execution = _executions.get(task_result_id)
+    if execution is not None:
+        return execution
+    with get_engine().connect() as connection:
+        row = connection.execute(
+            select(task_results.c.plan, runs.c.plan.label("run_plan"))
+            .join(runs, runs.c.id == task_results.c.run_id)
+            .where(task_results.c.id == task_result_id)
+        ).one()
+    spec = ResolvedTaskSpec.model_validate_json(row.plan)
+    execution = Execution(
+        task_result_id=task_result_id,
+        spec=spec,
+        cache_policy=json.loads(row.run_plan)["cache_policy"],
+        task=load_task(spec.task, spec.dataset),
+        provider=provider_for(spec.model) if spec.model else None,
+    )
+    with _executions_lock:
+        if len(_executions) > 1024:
+            _executions.clear()
+        _executions[task_result_id] = execution
+    return execution
+
+
+def evaluate_sample(execution: Execution, sample: Sample, position: int, worker: str | None
+                    ) -> tuple[SampleRecord, str | None]:
+    """Run one sample through prompt, model and scorers; failures become the sample's error."""
+    task = execution.task
+    started_at = now()
+    prompt = output = None
+    usage = None
+    latency_ms = None
+    model_calls = 0
+    scores = {}
+    error = None
+    try:
+        if execution.provider is not None:
+            prompt = task.prompt(sample)
+            # The result store's lookup goes here: a hit skips the provider entirely.
+            generated = execution.provider.generate(prompt, sample)
+            model_calls = generated.attempts
+            output = generated.text
+            latency_ms = generated.latency_ms
+            usage = TokenUsage(input_tokens=generated.input_tokens or 0,
+                               output_tokens=generated.output_tokens or 0)
+        scores = task.score(sample, output)
+    except ProviderError as exc:
+        model_calls = exc.attempts
+        error = SampleError(type=exc.type_name, message=str(exc), status_code=exc.status_code,
+                            attempts=exc.attempts)
+    except Exception as exc:  # noqa: BLE001 - a task's own failure is recorded on the sample
+        error = SampleError(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc(limit=8))
+    record = SampleRecord(
+        id=sample.id,
+        position=position,
+        input=sample.input,
+        target=sample.target,
+        metadata=sample.metadata,
+        prompt=prompt if prompt != sample.input else None,
+        output=output,
+        scores=scores if error is None else {},
+        error=error,
+        usage=usage,
+        latency_ms=latency_ms,
+        model_calls=model_calls,
+        worker=worker,
+        started_at=started_at,
+        completed_at=now(),
+    )
+    return record, task.group_key(sample) if task.scores_population else None
+
+
+def result_writer() -> ResultWriter:
+    global _writer
+    with _executions_lock:
+        if _writer is None:
+            _writer = ResultWriter(
+                get_engine(),
+                get_settings().result_batch_size,
+                on_claimed=lambda task_result_id: app.send_task(AGGREGATE_TASK, args=[task_result_id]),
+            )
+        return _writer
+
+
+def reset_worker_state() -> None:
+    """Forget cached executions (tests switch databases within one process)."""
+    global _writer
+    with _executions_lock:
+        _executions.clear()
+        _writer = None
+
+
+@app.task(name=SAMPLE_TASK, bind=True, max_retries=None)
+def evaluate_sample_task(self, task_result_id: int, position: int, sample: dict) -> None:
+    execution = execution_for(task_result_id)
+    record, group_key = evaluate_sample(execution, Sample.model_validate(sample), position,
+                                        self.request.hostname)
+    try:
+        result_writer().record(task_result_id, record, group_key)
+    except SQLAlchemyError as exc:
+        # Not recorded means not done: deliver again later rather than lose the sample.
+        raise self.retry(exc=exc, countdown=min(RECORD_RETRY_MAX_S, 2 ** min(self.request.retries, 6))) from exc

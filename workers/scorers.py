@@ -1,0 +1,120 @@
+"""Built-in scorers of model output against a sample's target. Each reports accuracy and its
+standard error. To add one: write a function `(output, target, options) -> Score`, an options
+model, and list both in `SCORERS`."""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.log import Score
+
+ACCURACY_METRICS = ("accuracy", "stderr")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+class ScorerOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class ExactOptions(ScorerOptions):
+    pass
+
+
+class IncludesOptions(ScorerOptions):
+    pass
+
+
+class RegexOptions(ScorerOptions):
+    pattern: str = Field(description="Extracts the answer: its first group, or the whole match.")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+        return pattern
+
+
+class NumericOptions(ScorerOptions):
+    tolerance: float = Field(0.0, ge=0, description="Largest absolute difference counted correct.")
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.lower().translate(_PUNCTUATION).split())
+
+
+def score_exact(output: str, target: str, options: ExactOptions) -> Score:
+    answer = normalise(output)
+    return Score(value=float(answer == normalise(target)), answer=answer)
+
+
+def score_includes(output: str, target: str, options: IncludesOptions) -> Score:
+    return Score(value=float(target.lower() in output.lower()), answer=output)
+
+
+def score_regex(output: str, target: str, options: RegexOptions) -> Score:
+    match = re.search(options.pattern, output)
+    if match is None:
+        return Score(value=0.0, answer=None, explanation="pattern did not match")
+    answer = match.group(1) if match.groups() else match.group(0)
+    return Score(value=float(normalise(answer) == normalise(target)), answer=answer)
+
+
+def parse_number(text: str) -> float | None:
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def score_numeric(output: str, target: str, options: NumericOptions) -> Score:
+    expected = parse_number(target.strip())
+    if expected is None:
+        return Score(value=0.0, answer=None, explanation=f"target {target!r} is not a number")
+    found = _NUMBER.findall(output)
+    answer = parse_number(found[-1]) if found else None
+    if answer is None:
+        return Score(value=0.0, answer=None, explanation="no number in the output")
+    correct = math.isclose(answer, expected, rel_tol=0, abs_tol=options.tolerance)
+    return Score(value=float(correct), answer=found[-1])
+
+
+SCORERS: dict[str, tuple[type[ScorerOptions], Callable[[str, str, Any], Score]]] = {
+    "exact": (ExactOptions, score_exact),
+    "includes": (IncludesOptions, score_includes),
+    "regex": (RegexOptions, score_regex),
+    "numeric": (NumericOptions, score_numeric),
+}
+
+
+def parse_scorer(item: str | dict[str, Any]) -> ScorerOptions:
+    """A scorer list item: a name, or a mapping of `name` and that scorer's options."""
+    data = {"name": item} if isinstance(item, str) else dict(item)
+    name = data.get("name")
+    if name not in SCORERS:
+        raise ValueError(f"unknown scorer {name!r}; built-in scorers: {', '.join(SCORERS)}")
+    return SCORERS[name][0].model_validate(data)
+
+
+def scorer_labels(scorers: list[ScorerOptions]) -> list[str]:
+    """Result keys: the scorer name, suffixed -2, -3... when a name is used more than once."""
+    counts: dict[str, int] = {}
+    labels = []
+    for scorer in scorers:
+        counts[scorer.name] = counts.get(scorer.name, 0) + 1
+        labels.append(scorer.name if counts[scorer.name] == 1 else f"{scorer.name}-{counts[scorer.name]}")
+    return labels
+
+
+def run_scorer(options: ScorerOptions, output: str, target: str) -> Score:
+    return SCORERS[options.name][1](output, target, options)
