@@ -4,6 +4,7 @@ run files can name them by key. Dataset paths are stored resolved (absolute), ne
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel
@@ -14,6 +15,7 @@ from shared.db import entities, now
 from shared.spec import DatasetEntity, ModelEntity, TaskEntity
 
 EntityKind = Literal["dataset", "model", "task"]
+EntityLookup = Callable[[EntityKind, str], BaseModel | None]
 ENTITY_MODELS: dict[str, type[BaseModel]] = {"dataset": DatasetEntity, "model": ModelEntity, "task": TaskEntity}
 
 
@@ -41,3 +43,11 @@ def list_entities(connection: Connection) -> list[tuple[str, str, dict]]:
     rows = connection.execute(select(entities.c.kind, entities.c.key, entities.c.body).order_by(
         entities.c.kind, entities.c.key))
     return [(kind, key, json.loads(body)) for kind, key, body in rows]
+
+
+def database_lookup(kind: EntityKind, key: str) -> BaseModel | None:
+    """Look an entity up in the configured database; the database is opened only when asked."""
+    from shared.db import get_engine
+
+    with get_engine().connect() as connection:
+        return lookup_entity(connection, kind, key)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
-from sqlalchemy.engine import Connection
 
 from shared.errors import SpecError
 from shared.plan import ResolvedDataset, ResolvedEvaluation, ResolvedModel, ResolvedTask, ResolvedTaskSpec
@@ -17,7 +16,7 @@ from shared.samples import Selection, dataset_format, select_samples
 from shared.spec import DatasetEntity, ModelEntity, RunFile, TaskEntity, load_run_file, spec_error_from
 from workers.providers.mock import MOCK_MODELS
 from workers.tasks import BUILTIN_TASKS, Task, task_class
-from services.registry import lookup_entity
+from services.registry import EntityLookup
 
 
 @dataclass(frozen=True)
@@ -49,10 +48,10 @@ def absolute_path(path: str, base: Path) -> str:
     return path if path.startswith("s3://") else str((base / path).resolve())
 
 
-def resolve_run_file(path: str | Path, connection: Connection) -> ResolvedRunFile:
+def resolve_run_file(path: str | Path, lookup: EntityLookup) -> ResolvedRunFile:
     path = Path(path).resolve()
     run_file = load_run_file(path)
-    resolver = _Resolver(path, run_file, connection)
+    resolver = _Resolver(path, run_file, lookup)
     evaluation = run_file.evaluation
     specs = [resolver.task_specification(i) for i in range(len(evaluation.task_specifications))]
     resolved = ResolvedEvaluation(
@@ -70,11 +69,11 @@ def resolve_run_file(path: str | Path, connection: Connection) -> ResolvedRunFil
 
 
 class _Resolver:
-    def __init__(self, path: Path, run_file: RunFile, connection: Connection):
+    def __init__(self, path: Path, run_file: RunFile, lookup: EntityLookup):
         self.file = str(path)
         self.base = path.parent
         self.run_file = run_file
-        self.connection = connection
+        self.lookup = lookup
 
     def _field(self, index: int, name: str) -> str:
         spec = self.run_file.evaluation.task_specifications[index]
@@ -176,4 +175,4 @@ class _Resolver:
         for entity in in_file:
             if entity.key == key:
                 return entity
-        return lookup_entity(self.connection, kind, key)  # type: ignore[arg-type]
+        return self.lookup(kind, key)  # type: ignore[arg-type]

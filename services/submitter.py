@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kombu.exceptions import OperationalError as BrokerError
 
-from services.registry import register_entity
+from services.registry import database_lookup, register_entity
 from services.resolver import ResolvedRunFile, resolve_run_file
 from shared.db import get_engine, now, runs, task_results
 from shared.errors import EvalfleetError
@@ -22,8 +22,7 @@ ProgressCallback = Callable[[int], None]
 
 def validate_run_file(path: str | Path) -> ResolvedRunFile:
     """Resolve a run file and select its samples; raises SpecError on any problem."""
-    with get_engine().connect() as connection:
-        return resolve_run_file(path, connection)
+    return resolve_run_file(path, database_lookup)
 
 
 def add_entities(path: str | Path) -> ResolvedRunFile:
