@@ -21,8 +21,8 @@ from shared.log import (
     ModelUsage,
     SampleRecord,
     ScorerResult,
-    log_relpath,
     finite_or_none,
+    log_relpath,
     write_task_result_log,
 )
 from shared.metrics import MeanAccumulator

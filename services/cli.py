@@ -9,7 +9,6 @@ import json
 import sys
 import warnings
 from contextlib import ExitStack, nullcontext
-from pathlib import Path
 
 import click
 from rich.console import Console

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from services.registry import EntityLookup
 from shared.errors import SpecError
 from shared.plan import ResolvedDataset, ResolvedEvaluation, ResolvedModel, ResolvedTask, ResolvedTaskSpec
 from shared.samples import Selection, dataset_format, select_samples
 from shared.spec import DatasetEntity, ModelEntity, RunFile, TaskEntity, load_run_file, spec_error_from
 from workers.providers.mock import MOCK_MODELS
 from workers.tasks import BUILTIN_TASKS, Task, task_class
-from services.registry import EntityLookup
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,12 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         None, description="Celery broker (redis:// or amqp://). Unset: embedded mode, one process."
     )
+    store_url: str | None = Field(
+        None, description="Result store: a directory or s3://bucket/prefix; default: `home`/store."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis index of the result store; default: the broker when it is Redis."
+    )
     concurrency: int = Field(32, ge=1, description="Samples in flight per worker process.")
     prefetch_multiplier: int = Field(4, ge=1, description="Messages reserved per concurrency slot.")
     queue: str = Field("evalfleet", description="Default queue of sample and aggregation tasks.")
@@ -35,6 +41,18 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'evalfleet.db').resolve()}"
+
+    @property
+    def effective_store_url(self) -> str:
+        return self.store_url or str((self.home / "store").resolve())
+
+    @property
+    def effective_redis_url(self) -> str | None:
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
 
     @property
     def embedded(self) -> bool:

@@ -1,4 +1,4 @@
-"""Where task result logs (and later cached blobs) live: a local directory or `s3://bucket/prefix`,
+"""Where task result logs and cached results live: a local directory or `s3://bucket/prefix`,
 behind one small interface. Writes are atomic: a reader sees a whole file or none."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO, Protocol
 
@@ -16,9 +16,13 @@ from shared.errors import StoreError
 class BlobStore(Protocol):
     def uri(self, relpath: str) -> str: ...
 
-    def writer(self, relpath: str) -> contextmanager: ...
+    def writer(self, relpath: str) -> AbstractContextManager[IO[str]]: ...
 
     def open(self, relpath: str) -> IO[bytes]: ...
+
+    def read_bytes(self, relpath: str) -> bytes | None: ...
+
+    def write_bytes(self, relpath: str, data: bytes) -> None: ...
 
     def list(self, prefix: str = "") -> Iterator[str]: ...
 
@@ -53,6 +57,20 @@ class LocalStore:
 
     def open(self, relpath: str) -> IO[bytes]:
         return open(self.uri(relpath), "rb")  # noqa: SIM115
+
+    def read_bytes(self, relpath: str) -> bytes | None:
+        try:
+            return Path(self.uri(relpath)).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        target = Path(self.uri(relpath))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
 
     def list(self, prefix: str = "") -> Iterator[str]:
         base = self.root / prefix if prefix else self.root
@@ -107,6 +125,20 @@ class S3Store:
         except Exception as exc:
             raise StoreError(f"cannot read {self.uri(relpath)}: {exc}") from exc
 
+    def read_bytes(self, relpath: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(relpath))["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+        except Exception as exc:
+            raise StoreError(f"cannot read {self.uri(relpath)}: {exc}") from exc
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(relpath), Body=data)
+        except Exception as exc:
+            raise StoreError(f"cannot write {self.uri(relpath)}: {exc}") from exc
+
     def list(self, prefix: str = "") -> Iterator[str]:
         full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
         paginator = self.client.get_paginator("list_objects_v2")
@@ -116,5 +148,14 @@ class S3Store:
                 yield item["Key"][strip:]
 
 
+_s3_stores: dict[str, S3Store] = {}
+
+
 def store_for(location: str) -> LocalStore | S3Store:
-    return S3Store(location) if location.startswith("s3://") else LocalStore(location)
+    """The store at a location; S3 stores (and their boto3 clients) are made once per process."""
+    if not location.startswith("s3://"):
+        return LocalStore(location)
+    store = _s3_stores.get(location)
+    if store is None:
+        store = _s3_stores[location] = S3Store(location)
+    return store

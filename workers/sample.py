@@ -8,14 +8,19 @@ import json
 import logging
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from shared.cache_identity import inference_key, model_identity, score_key, task_identity
 from shared.db import get_engine, now, runs, task_results
+from shared.errors import StoreError
 from shared.log import SampleError, SampleRecord, TokenUsage
 from shared.plan import ResolvedTaskSpec
+from shared.result_store import CachedInference, CachedScores, reset_result_store, result_store
 from shared.samples import Sample
 from shared.settings import get_settings
 from workers.app import AGGREGATE_TASK, SAMPLE_TASK, app
@@ -36,6 +41,17 @@ class Execution:
     cache_policy: str
     task: Task
     provider: Provider | None
+    model_identity: dict[str, Any] = field(default_factory=dict)
+    task_identity: dict[str, Any] = field(default_factory=dict)
+    scorer_identity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reads_cache(self) -> bool:
+        return self.cache_policy == "reuse"
+
+    @property
+    def writes_cache(self) -> bool:
+        return self.cache_policy in ("reuse", "update")
 
 
 _executions: dict[int, Execution] = {}
@@ -55,12 +71,17 @@ def execution_for(task_result_id: int) -> Execution:
             .where(task_results.c.id == task_result_id)
         ).one()
     spec = ResolvedTaskSpec.model_validate_json(row.plan)
+    task = load_task(spec.task, spec.dataset)
+    task_part, scorer_part = task_identity(spec.task, task.scorer_config_fields)
     execution = Execution(
         task_result_id=task_result_id,
         spec=spec,
         cache_policy=json.loads(row.run_plan)["cache_policy"],
-        task=load_task(spec.task, spec.dataset),
+        task=task,
         provider=provider_for(spec.model) if spec.model else None,
+        model_identity=model_identity(spec.model) if spec.model else {},
+        task_identity=task_part,
+        scorer_identity=scorer_part,
     )
     with _executions_lock:
         if len(_executions) > 1024:
@@ -80,17 +101,33 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
     model_calls = 0
     scores = {}
     error = None
+    cached = False
     try:
-        if execution.provider is not None:
+        if execution.provider is None:
+            scores = task.score(sample, output)
+        else:
             prompt = task.prompt(sample)
-            # The result store's lookup goes here: a hit skips the provider entirely.
-            generated = execution.provider.generate(prompt, sample)
-            model_calls = generated.attempts
-            output = generated.text
-            latency_ms = generated.latency_ms
-            usage = TokenUsage(input_tokens=generated.input_tokens or 0,
-                               output_tokens=generated.output_tokens or 0)
-        scores = task.score(sample, output)
+            ikey = inference_key(execution.model_identity, execution.task_identity, prompt, sample)
+            skey = score_key(ikey, execution.scorer_identity)
+            hit, hit_scores = _lookup(ikey, skey) if execution.reads_cache else (None, None)
+            if hit is not None:
+                cached = True
+                output, usage, latency_ms = hit.output, hit.usage, hit.latency_ms
+            else:
+                generated = execution.provider.generate(prompt, sample)
+                model_calls = generated.attempts
+                output = generated.text
+                latency_ms = generated.latency_ms
+                usage = TokenUsage(input_tokens=generated.input_tokens or 0,
+                                   output_tokens=generated.output_tokens or 0)
+            new_inference = None if hit else CachedInference(output=output, usage=usage, latency_ms=latency_ms)
+            try:
+                scores = hit_scores.scores if hit_scores is not None else task.score(sample, output)
+            finally:
+                # Saved even when scoring fails: the model call is paid for either way.
+                if execution.writes_cache:
+                    _save(ikey, new_inference, skey,
+                          None if hit_scores or not scores else CachedScores(scores=scores))
     except ProviderError as exc:
         model_calls = exc.attempts
         error = SampleError(type=exc.type_name, message=str(exc), status_code=exc.status_code,
@@ -110,11 +147,28 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
         usage=usage,
         latency_ms=latency_ms,
         model_calls=model_calls,
+        cached=cached,
         worker=worker,
         started_at=started_at,
         completed_at=now(),
     )
     return record, task.group_key(sample) if task.scores_population else None
+
+
+def _lookup(ikey: str, skey: str) -> tuple[CachedInference | None, CachedScores | None]:
+    try:
+        return result_store().lookup(ikey, skey)
+    except (StoreError, RedisError) as exc:
+        # An unreachable store costs a model call, never the sample.
+        logger.warning("result store lookup failed, treating as a miss: %s", exc)
+        return None, None
+
+
+def _save(ikey: str, inference: CachedInference | None, skey: str, scores: CachedScores | None) -> None:
+    try:
+        result_store().save(ikey, inference, skey, scores)
+    except (StoreError, RedisError) as exc:
+        logger.warning("result store write failed; the sample is recorded but not cached: %s", exc)
 
 
 def result_writer() -> ResultWriter:
@@ -135,6 +189,7 @@ def reset_worker_state() -> None:
     with _executions_lock:
         _executions.clear()
         _writer = None
+    reset_result_store()
 
 
 @app.task(name=SAMPLE_TASK, bind=True, max_retries=None)

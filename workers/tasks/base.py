@@ -22,6 +22,8 @@ class Task:
     needs_input: ClassVar[bool] = True
     # Tasks scored against the whole selection (uniqueness) group samples by `group_key`.
     scores_population: ClassVar[bool] = False
+    # Config fields that change scoring only: a change there reuses cached model outputs.
+    scorer_config_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: TaskConfig, dataset: ResolvedDataset):
         self.config = config

@@ -45,6 +45,7 @@ def render_prompt(template: str, sample: Sample) -> str:
 class QATask(Task):
     config_model = QAConfig
     config: QAConfig
+    scorer_config_fields = ("scorers",)
 
     @property
     def needs_target(self) -> bool:

@@ -1,12 +1,11 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises: (none)
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
@@ -15,7 +14,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    
+
     op.create_table('entities',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
@@ -79,11 +78,11 @@ def upgrade() -> None:
     with op.batch_alter_table('sample_results', schema=None) as batch_op:
         batch_op.create_index('ix_sample_results_position', ['task_result_id', 'position'], unique=False)
 
-    
+
 
 
 def downgrade() -> None:
-    
+
     with op.batch_alter_table('sample_results', schema=None) as batch_op:
         batch_op.drop_index('ix_sample_results_position')
 
@@ -98,4 +97,4 @@ def downgrade() -> None:
 
     op.drop_table('runs')
     op.drop_table('entities')
-    
+

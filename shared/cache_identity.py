@@ -1,0 +1,58 @@
+"""Cache identity: what makes two model outputs interchangeable, as a canonical hash.
+
+An inference result is identified by everything that can change the model's output: the model
+(provider, name, endpoint and generation settings; not its key, credentials, timeouts or price),
+the task (its template or entrypoint and its config other than scorer config), the prompt
+actually sent, the sample (id, input, target, metadata) and the epoch. Scores are identified by
+the inference identity plus the scorer config.
+
+Canonical form: JSON with sorted keys, no insignificant whitespace, UTF-8, then SHA-256 (hex).
+`IDENTITY_VERSION` is part of every hash; bumping it invalidates every cached result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from shared.plan import ResolvedModel, ResolvedTask
+from shared.samples import Sample
+
+IDENTITY_VERSION = 1
+
+
+def canonical_hash(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def model_identity(model: ResolvedModel) -> dict[str, Any]:
+    return {
+        "provider": model.provider,
+        "name": model.name,
+        "base_url": (model.base_url or "").rstrip("/"),
+        "generation": model.generation.model_dump(exclude_none=True),
+    }
+
+
+def task_identity(task: ResolvedTask, scorer_fields: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the task without its scorer config, the scorer config)."""
+    inference_part = {k: v for k, v in task.config.items() if k not in scorer_fields}
+    scorer_part = {k: v for k, v in task.config.items() if k in scorer_fields}
+    source = {"template": task.template, "entrypoint": task.entrypoint}
+    return {**source, "config": inference_part}, {**source, "config": scorer_part}
+
+
+def inference_key(model: dict[str, Any], task: dict[str, Any], prompt: str, sample: Sample, epoch: int = 0) -> str:
+    return canonical_hash({
+        "v": IDENTITY_VERSION,
+        "model": model,
+        "task": task,
+        "prompt": prompt,
+        "sample": sample.model_dump(mode="json"),
+        "epoch": epoch,
+    })
+
+
+def score_key(inference: str, scorer: dict[str, Any]) -> str:
+    return canonical_hash({"v": IDENTITY_VERSION, "inference": inference, "scorer": scorer})

@@ -1,0 +1,19 @@
+"""Every Redis key evalfleet uses, named in one place. All start with `evalfleet:`."""
+
+from __future__ import annotations
+
+PREFIX = "evalfleet"
+
+
+def cached_inference(key: str) -> str:
+    return f"{PREFIX}:store:inference:{key}"
+
+
+def cached_scores(key: str) -> str:
+    return f"{PREFIX}:store:scores:{key}"
+
+
+# Present while the Redis index holds every durable result, so a Redis miss is a real miss. A
+# flush or restart removes it, and lookups fall back to the durable store until a reindex.
+STORE_INDEX_COMPLETE = f"{PREFIX}:store:index-complete"
+STORE_REINDEX_LOCK = f"{PREFIX}:store:reindex-lock"
