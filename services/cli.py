@@ -174,6 +174,47 @@ def worker(concurrency: int | None, queues: str | None, hostname: str | None, lo
     app.worker_main(argv)
 
 
+@main.group()
+def export() -> None:
+    """Export results so they can be handed over and re-created elsewhere."""
+
+
+@export.command(name="eval")
+@click.option("--id", "run_id", required=True, help="The run to export.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory to write into.")
+@click.option("--link-logs", is_flag=True,
+              help="Also write each task result log and point the run file at it (re-runs with no inference).")
+@_settings_options
+def export_eval(run_id: str, output: str, link_logs: bool, **options: str | None) -> None:
+    """Write OUTPUT/<evaluation-key>.yaml: a self-contained run file of a run."""
+    from services.export import export_evaluation
+
+    _apply(**options)
+    try:
+        path = export_evaluation(run_id, output, link_logs=link_logs)
+    except EvalfleetError as exc:
+        _fail(exc)
+    click.echo(str(path))
+
+
+@main.group()
+def store() -> None:
+    """Maintain the result store (cached model outputs and scores)."""
+
+
+@store.command()
+@_settings_options
+def reindex(**options: str | None) -> None:
+    """Rebuild the Redis index of the result store from its durable blobs."""
+    from shared.result_store import result_store
+
+    _apply(**options)
+    cache = result_store()
+    if cache.redis is None:
+        raise BadInput("no Redis configured (EVALFLEET_REDIS_URL, or a redis:// broker): nothing to index")
+    err.print(f"indexed {cache.reindex()} cached results")
+
+
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of the task result log."""

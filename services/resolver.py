@@ -11,7 +11,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from services.registry import EntityLookup
+from services.upload import load_uploaded_log, resolve_log_location
 from shared.errors import SpecError
+from shared.log import TaskResultLog
 from shared.plan import ResolvedDataset, ResolvedEvaluation, ResolvedModel, ResolvedTask, ResolvedTaskSpec
 from shared.samples import Selection, dataset_format, select_samples
 from shared.spec import DatasetEntity, ModelEntity, RunFile, TaskEntity, load_run_file, spec_error_from
@@ -25,6 +27,7 @@ class ResolvedSpec:
     selection: Selection
     needs_input: bool
     needs_target: bool
+    uploaded_log: TaskResultLog | None = None
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,14 @@ class _Resolver:
         needs_target = cls(cls.validate_config(task.config), dataset).needs_target
         selection = select_samples(dataset, num_samples, subsampling, needs_input=cls.needs_input,
                                    needs_target=needs_target)
+        uploaded = None
+        if spec.task_result_log_path is not None:
+            field = self._field(index, "task_result_log_path")
+            location = resolve_log_location(spec.task_result_log_path, self.base, self.file, field)
+            uploaded = load_uploaded_log(location, resolved, selection, needs_input=cls.needs_input,
+                                         needs_target=needs_target, file=self.file, field=field)
         return ResolvedSpec(spec=resolved, selection=selection, needs_input=cls.needs_input,
-                            needs_target=needs_target)
+                            needs_target=needs_target, uploaded_log=uploaded)
 
     def task(self, key: str, config: dict, index: int) -> tuple[ResolvedTask, type[Task]]:
         entity = self._entity("task", key, self.run_file.tasks)

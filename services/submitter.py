@@ -12,10 +12,11 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from services.registry import database_lookup, register_entity
 from services.resolver import ResolvedRunFile, resolve_run_file
+from services.upload import inject_uploaded_log
 from shared.db import get_engine, now, runs, task_results
 from shared.errors import EvalfleetError
 from shared.samples import iter_selected
-from workers.app import SAMPLE_TASK, app, broker_address
+from workers.app import AGGREGATE_TASK, SAMPLE_TASK, app, broker_address
 
 ProgressCallback = Callable[[int], None]
 
@@ -61,6 +62,8 @@ def enqueue_samples(resolved: ResolvedRunFile, task_result_ids: list[int],
     sent = 0
     with app.producer_or_acquire() as producer:
         for item, task_result_id in zip(resolved.specs, task_result_ids, strict=True):
+            if item.uploaded_log is not None:
+                continue
             for position, sample in iter_selected(item.spec.dataset, item.selection,
                                                   needs_input=item.needs_input, needs_target=item.needs_target):
                 app.send_task(SAMPLE_TASK, args=[task_result_id, position, sample.model_dump(mode="json")],
@@ -78,6 +81,11 @@ def submit(path: str | Path, on_progress: ProgressCallback | None = None) -> str
     resolved = validate_run_file(path)
     run_id, task_result_ids = create_run(resolved)
     try:
+        for item, task_result_id in zip(resolved.specs, task_result_ids, strict=True):
+            if item.uploaded_log is not None:
+                for claimed in inject_uploaded_log(item.uploaded_log, item.spec, task_result_id,
+                                                   resolved.evaluation.cache_policy):
+                    app.send_task(AGGREGATE_TASK, args=[claimed])
         enqueue_samples(resolved, task_result_ids, on_progress)
     except BrokerError as exc:
         with get_engine().begin() as connection:

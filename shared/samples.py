@@ -6,15 +6,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import heapq
+import io
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import BaseModel, Field
 
-from shared.errors import SpecError
+from shared.errors import SpecError, StoreError
 from shared.plan import ResolvedDataset
 
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv"}
@@ -50,7 +53,7 @@ def iter_rows(path: str) -> Iterator[dict[str, Any]]:
     """Rows of a dataset file as dicts, streamed where the format allows it."""
     fmt = dataset_format(path)
     try:
-        handle = open(path, encoding="utf-8", newline="" if fmt == "csv" else None)  # noqa: SIM115
+        handle = _open_dataset(path, fmt)
     except FileNotFoundError:
         raise SpecError(path, "path", "dataset file not found") from None
     except OSError as exc:
@@ -80,6 +83,24 @@ def iter_rows(path: str) -> Iterator[dict[str, Any]]:
                 if not isinstance(row, dict):
                     raise SpecError(path, f"line {number}", "each line must be a JSON object")
                 yield row
+
+
+def _open_dataset(path: str, fmt: str) -> IO[str]:
+    newline = "" if fmt == "csv" else None
+    if not path.startswith("s3://"):
+        return open(path, encoding="utf-8", newline=newline)  # noqa: SIM115
+    # Spooled to a temporary file (not memory) so a large dataset streams like a local one.
+    from shared.storage import store_for
+
+    directory, _, name = path.rpartition("/")
+    try:
+        body = store_for(directory).open(name)
+    except StoreError as exc:
+        raise SpecError(path, "path", f"cannot read dataset: {exc}") from None
+    spool = tempfile.TemporaryFile()
+    shutil.copyfileobj(body, spool, 1024 * 1024)
+    spool.seek(0)
+    return io.TextIOWrapper(spool, encoding="utf-8", newline=newline)
 
 
 def to_sample(row: dict[str, Any], index: int, dataset: ResolvedDataset, *, needs_input: bool,
