@@ -3,6 +3,7 @@ behind one small interface. Writes are atomic: a reader sees a whole file or non
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -107,17 +108,15 @@ class S3Store:
     @contextmanager
     def writer(self, relpath: str) -> Iterator[IO[str]]:
         with tempfile.SpooledTemporaryFile(max_size=self.SPOOL_BYTES, mode="w+b") as spool:
-            import io
-
             text = io.TextIOWrapper(spool, encoding="utf-8", write_through=True)
             yield text
             text.flush()
+            text.detach()  # hand the bytes back without letting the wrapper close the spool
             spool.seek(0)
             try:
                 self.client.upload_fileobj(spool, self.bucket, self._key(relpath))
             except Exception as exc:  # botocore raises many unrelated types
                 raise StoreError(f"cannot write {self.uri(relpath)}: {exc}") from exc
-            text.detach()
 
     def open(self, relpath: str) -> IO[bytes]:
         try:
