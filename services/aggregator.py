@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from shared.db import FINAL_STATUSES, get_engine, now, runs, sample_results, task_results
+from shared.db import CANCELLING, FINAL_STATUSES, get_engine, now, runs, sample_results, task_results
 from shared.log import (
     LOG_VERSION,
     EvaluationHeader,
@@ -105,7 +105,7 @@ def assemble_task_result_log(task_result_id: int, status: str | None = None) -> 
     engine = get_engine()
     with engine.connect() as connection:
         row = connection.execute(
-            select(task_results, runs.c.plan.label("run_plan"))
+            select(task_results, runs.c.plan.label("run_plan"), runs.c.retry_of)
             .join(runs, runs.c.id == task_results.c.run_id)
             .where(task_results.c.id == task_result_id)
         ).one()
@@ -155,7 +155,7 @@ def assemble_task_result_log(task_result_id: int, status: str | None = None) -> 
             }
 
         header = {
-            "version": LOG_VERSION, "run_id": row.run_id,
+            "version": LOG_VERSION, "run_id": row.run_id, "retry_of": row.retry_of,
             "evaluation": EvaluationHeader(key=evaluation.key, display_name=evaluation.display_name,
                                            description=evaluation.description, tags=evaluation.tags,
                                            cache_policy=evaluation.cache_policy),
@@ -210,5 +210,5 @@ def settle_run(run_id: str) -> None:
         if any(s not in FINAL_STATUSES for s in statuses):
             return
         status = "cancelled" if "cancelled" in statuses else "error" if "error" in statuses else "success"
-        connection.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "running")
+        connection.execute(update(runs).where(runs.c.id == run_id, runs.c.status.in_(("running", CANCELLING)))
                            .values(status=status, finished_at=now()))

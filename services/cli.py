@@ -66,10 +66,16 @@ def main() -> None:
 @_settings_options
 def run(path: str, as_json: bool, detach: bool, concurrency: int | None, **options: str | None) -> None:
     """Validate, submit and run an evaluation; wait for its task result logs."""
-    from services.runs import wait_for_run
     from services.submitter import submit
 
     _apply(concurrency=concurrency, **options)
+    _submit_and_wait(lambda: submit(path), as_json=as_json, detach=detach)
+
+
+def _submit_and_wait(start, *, as_json: bool, detach: bool) -> None:  # noqa: ANN001
+    """Start a run (in-process worker on the embedded default), then wait with a progress bar."""
+    from services.runs import wait_for_run
+
     settings = get_settings()
     if detach and settings.embedded:
         raise BadInput("--detach needs a broker: set EVALFLEET_BROKER_URL and start `evalfleet worker`")
@@ -79,7 +85,7 @@ def run(path: str, as_json: bool, detach: bool, concurrency: int | None, **optio
 
             stack.enter_context(embedded_worker(settings.concurrency))
         try:
-            run_id = submit(path)
+            run_id = start()
         except EvalfleetError as exc:
             _fail(exc)
         if detach:
@@ -91,16 +97,79 @@ def run(path: str, as_json: bool, detach: bool, concurrency: int | None, **optio
 
 
 @main.command()
+@click.argument("source")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of a table.")
+@click.option("--detach", is_flag=True, help="Return after submitting and print the run id (needs a broker).")
+@click.option("--concurrency", type=click.IntRange(1), help="Samples in flight in the embedded worker.")
+@_settings_options
+def retry(source: str, as_json: bool, detach: bool, concurrency: int | None, **options: str | None) -> None:
+    """Re-run only the failed or missing samples of a run.
+
+    SOURCE is a run id, or the path or s3:// URL of one of its task result logs. Samples that
+    succeeded are reused without model calls; the original logs are left untouched.
+    """
+    from services.retry import retry_run
+
+    _apply(concurrency=concurrency, **options)
+    _submit_and_wait(lambda: retry_run(source), as_json=as_json, detach=detach)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--grace", default=2.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds in-flight samples get to finish before the logs are written.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's JSON document.")
+@_settings_options
+def cancel(run_id: str, grace: float, as_json: bool, **options: str | None) -> None:
+    """Cancel a run: drop its pending samples and write its logs with status cancelled."""
+    from services.runs import cancel_run
+
+    _apply(**options)
+    try:
+        report = cancel_run(run_id, grace_s=grace)
+    except EvalfleetError as exc:
+        raise BadInput(str(exc)) from None
+    _finish(report, as_json)
+
+
+@main.command()
+@click.argument("run_id")
+@_settings_options
+def resume(run_id: str, **options: str | None) -> None:
+    """Enqueue again the samples of a run that have no result (after a broker lost its queue)."""
+    from services.recovery import finish_stalled_aggregations, requeue_missing_samples
+    from services.runs import run_report
+
+    _apply(**options)
+    try:
+        run_report(run_id)
+    except EvalfleetError as exc:
+        raise BadInput(str(exc)) from None
+    if get_settings().embedded:
+        raise BadInput("resume needs a broker and workers: set EVALFLEET_BROKER_URL")
+    err.print(f"enqueued {requeue_missing_samples(run_id)} samples; "
+              f"finished {finish_stalled_aggregations(run_id)} stalled aggregations")
+
+
+@main.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's JSON document.")
 @_settings_options
 def status(run_id: str, as_json: bool, **options: str | None) -> None:
-    """Progress of a run, and its results once finished."""
+    """Progress of a run, and its results once finished.
+
+    A run whose samples are all done but whose logs were never written (the process that should
+    have aggregated died) is finished here."""
+    from services.recovery import finish_stalled_aggregations
     from services.runs import run_report
 
     _apply(**options)
     try:
         report = run_report(run_id)
+        if not report.finished and any(t.done >= t.samples and t.status in ("running", "aggregating")
+                                       for t in report.task_results):
+            finish_stalled_aggregations(run_id)
+            report = run_report(run_id)
     except EvalfleetError as exc:
         raise BadInput(str(exc)) from None
     if report.finished:

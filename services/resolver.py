@@ -5,7 +5,7 @@ raised before anything is registered or submitted."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -18,7 +18,7 @@ from shared.plan import ResolvedDataset, ResolvedEvaluation, ResolvedModel, Reso
 from shared.samples import Selection, dataset_format, select_samples
 from shared.spec import DatasetEntity, ModelEntity, RunFile, TaskEntity, load_run_file, spec_error_from
 from workers.providers.mock import MOCK_MODELS
-from workers.tasks import BUILTIN_TASKS, Task, task_class
+from workers.tasks import BUILTIN_TASKS, Task, load_task, task_class
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,15 @@ class ResolvedRunFile:
         found += [("model", model) for model in self.run_file.models]
         found += [("task", task) for task in self.run_file.tasks]
         return found
+
+
+def select_for(spec: ResolvedTaskSpec) -> ResolvedSpec:
+    """Validate a specification's dataset against its task and select its samples."""
+    task = load_task(spec.task, spec.dataset)
+    selection = select_samples(spec.dataset, spec.num_samples, spec.subsampling, needs_input=task.needs_input,
+                               needs_target=task.needs_target)
+    return ResolvedSpec(spec=spec, selection=selection, needs_input=task.needs_input,
+                        needs_target=task.needs_target)
 
 
 def absolute_path(path: str, base: Path) -> str:
@@ -108,17 +117,14 @@ class _Resolver:
             subsampling=subsampling,
             task_result_log_path=spec.task_result_log_path,
         )
-        needs_target = cls(cls.validate_config(task.config), dataset).needs_target
-        selection = select_samples(dataset, num_samples, subsampling, needs_input=cls.needs_input,
-                                   needs_target=needs_target)
+        selected = select_for(resolved)
         uploaded = None
         if spec.task_result_log_path is not None:
             field = self._field(index, "task_result_log_path")
             location = resolve_log_location(spec.task_result_log_path, self.base, self.file, field)
-            uploaded = load_uploaded_log(location, resolved, selection, needs_input=cls.needs_input,
-                                         needs_target=needs_target, file=self.file, field=field)
-        return ResolvedSpec(spec=resolved, selection=selection, needs_input=cls.needs_input,
-                            needs_target=needs_target, uploaded_log=uploaded)
+            uploaded = load_uploaded_log(location, resolved, selected.selection, needs_input=selected.needs_input,
+                                         needs_target=selected.needs_target, file=self.file, field=field)
+        return replace(selected, uploaded_log=uploaded)
 
     def task(self, key: str, config: dict, index: int) -> tuple[ResolvedTask, type[Task]]:
         entity = self._entity("task", key, self.run_file.tasks)
@@ -158,6 +164,7 @@ class _Resolver:
             api_key_env=entity.api_key_env, generation=generation, max_connections=entity.max_connections,
             timeout=entity.timeout, latency_ms=entity.latency_ms, pricing=entity.pricing,
             max_attempts=entity.max_attempts, retry_timeout=entity.retry_timeout,
+            requests_per_minute=entity.requests_per_minute, queue=entity.queue,
         )
 
     def dataset(self, key: str, index: int) -> ResolvedDataset:

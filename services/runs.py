@@ -9,9 +9,9 @@ from collections.abc import Callable
 from datetime import datetime
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from shared.db import FINAL_STATUSES, get_engine, runs, task_results
+from shared.db import CANCELLING, FINAL_STATUSES, get_engine, runs, task_results
 from shared.errors import RunNotFound
 
 
@@ -78,9 +78,18 @@ def run_report(run_id: str) -> RunReport:
     )
 
 
+RECOVERY_EVERY_S = 5.0
+
+
 def wait_for_run(run_id: str, on_progress: Callable[[RunReport], None] | None = None,
                  poll_s: float = 0.25, timeout_s: float | None = None) -> RunReport:
+    """Poll until the run finishes. Every few seconds, also finish what a crash interrupted:
+    aggregation that never fired, and samples lost by a broker restart."""
+    from services.recovery import BrokerWatch, finish_stalled_aggregations, requeue_missing_samples
+
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    watch = BrokerWatch()
+    next_recovery = time.monotonic() + RECOVERY_EVERY_S
     while True:
         report = run_report(run_id)
         if on_progress is not None:
@@ -89,7 +98,38 @@ def wait_for_run(run_id: str, on_progress: Callable[[RunReport], None] | None = 
             return report
         if deadline is not None and time.monotonic() > deadline:
             return report
+        if time.monotonic() >= next_recovery:
+            next_recovery = time.monotonic() + RECOVERY_EVERY_S
+            if watch.restarted():
+                requeue_missing_samples(run_id)
+            if any(t.status in ("running", "aggregating") and t.done >= t.samples for t in report.task_results):
+                finish_stalled_aggregations(run_id)
         time.sleep(poll_s)
+
+
+def cancel_run(run_id: str, grace_s: float = 2.0) -> RunReport:
+    """Stop a run: workers drop its samples not yet started, those in flight get `grace_s` to
+    finish, then every unfinished task result gets its log with status `cancelled`."""
+    from services.aggregator import assemble_task_result_log, settle_run
+    from workers.results import claim_aggregation
+
+    report = run_report(run_id)
+    if report.finished:
+        return report
+    with get_engine().begin() as connection:
+        connection.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "running")
+                           .values(status=CANCELLING))
+    time.sleep(grace_s)
+    with get_engine().connect() as connection:
+        ids = connection.execute(select(task_results.c.id).where(
+            task_results.c.run_id == run_id, task_results.c.status == "running")).scalars().all()
+    for task_result_id in ids:
+        with get_engine().begin() as connection:
+            claimed = claim_aggregation(connection, task_result_id, complete_only=False)
+        if claimed:
+            assemble_task_result_log(task_result_id, status="cancelled")
+    settle_run(run_id)
+    return run_report(run_id)
 
 
 class RunSummary(BaseModel):

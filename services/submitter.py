@@ -5,20 +5,22 @@ per selected sample."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kombu.exceptions import OperationalError as BrokerError
 
 from services.registry import database_lookup, register_entity
-from services.resolver import ResolvedRunFile, resolve_run_file
+from services.resolver import ResolvedRunFile, ResolvedSpec, resolve_run_file
 from services.upload import inject_uploaded_log
 from shared.db import get_engine, now, runs, task_results
 from shared.errors import EvalfleetError
+from shared.plan import ResolvedEvaluation
 from shared.samples import iter_selected
-from workers.app import AGGREGATE_TASK, SAMPLE_TASK, app, broker_address
+from workers.app import SAMPLE_TASK, app, broker_address, dispatch_aggregation, queue_for
 
 ProgressCallback = Callable[[int], None]
+SkipPredicate = Callable[[int, str], bool]
 
 
 def validate_run_file(path: str | Path) -> ResolvedRunFile:
@@ -35,19 +37,20 @@ def add_entities(path: str | Path) -> ResolvedRunFile:
     return resolved
 
 
-def create_run(resolved: ResolvedRunFile, retry_of: str | None = None) -> tuple[str, list[int]]:
-    """Register the file's entities, the run and its task results in one transaction."""
+def create_run(evaluation: ResolvedEvaluation, specs: Sequence[ResolvedSpec],
+               entities: Sequence[tuple[str, object]] = (), retry_of: str | None = None) -> tuple[str, list[int]]:
+    """Register entities, the run and its task results in one transaction."""
     run_id = uuid.uuid4().hex
     started = now()
     with get_engine().begin() as connection:
-        for kind, entity in resolved.entities_to_register():
+        for kind, entity in entities:
             register_entity(connection, kind, entity)  # type: ignore[arg-type]
         connection.execute(runs.insert().values(
-            id=run_id, evaluation_key=resolved.evaluation.key, display_name=resolved.evaluation.display_name,
-            status="running", plan=resolved.evaluation.model_dump_json(), retry_of=retry_of, created_at=started,
+            id=run_id, evaluation_key=evaluation.key, display_name=evaluation.display_name,
+            status="running", plan=evaluation.model_dump_json(), retry_of=retry_of, created_at=started,
         ))
         ids = []
-        for position, item in enumerate(resolved.specs):
+        for position, item in enumerate(specs):
             ids.append(connection.execute(task_results.insert().values(
                 run_id=run_id, position=position, spec_key=item.spec.key, plan=item.spec.model_dump_json(),
                 total=item.selection.total, done=0, errors=0, model_calls=0, cache_hits=0, status="running",
@@ -56,18 +59,22 @@ def create_run(resolved: ResolvedRunFile, retry_of: str | None = None) -> tuple[
     return run_id, ids
 
 
-def enqueue_samples(resolved: ResolvedRunFile, task_result_ids: list[int],
-                    on_progress: ProgressCallback | None = None) -> int:
-    """One message per selected sample, published over one broker connection."""
+def enqueue_samples(specs: Sequence[ResolvedSpec], task_result_ids: list[int],
+                    on_progress: ProgressCallback | None = None, skip: SkipPredicate | None = None) -> int:
+    """One message per selected sample, published over one broker connection. `skip(index,
+    sample_id)` leaves out samples that already have a result (retry)."""
     sent = 0
     with app.producer_or_acquire() as producer:
-        for item, task_result_id in zip(resolved.specs, task_result_ids, strict=True):
+        for index, (item, task_result_id) in enumerate(zip(specs, task_result_ids, strict=True)):
             if item.uploaded_log is not None:
                 continue
+            queue = queue_for(item.spec)
             for position, sample in iter_selected(item.spec.dataset, item.selection,
                                                   needs_input=item.needs_input, needs_target=item.needs_target):
+                if skip is not None and skip(index, sample.id):
+                    continue
                 app.send_task(SAMPLE_TASK, args=[task_result_id, position, sample.model_dump(mode="json")],
-                              producer=producer)
+                              producer=producer, queue=queue)
                 sent += 1
                 if on_progress is not None and sent % 500 == 0:
                     on_progress(sent)
@@ -79,17 +86,21 @@ def enqueue_samples(resolved: ResolvedRunFile, task_result_ids: list[int],
 def submit(path: str | Path, on_progress: ProgressCallback | None = None) -> str:
     """Validate, register and enqueue an evaluation; returns the run id."""
     resolved = validate_run_file(path)
-    run_id, task_result_ids = create_run(resolved)
+    run_id, task_result_ids = create_run(resolved.evaluation, resolved.specs, resolved.entities_to_register())
     try:
         for item, task_result_id in zip(resolved.specs, task_result_ids, strict=True):
             if item.uploaded_log is not None:
                 for claimed in inject_uploaded_log(item.uploaded_log, item.spec, task_result_id,
                                                    resolved.evaluation.cache_policy):
-                    app.send_task(AGGREGATE_TASK, args=[claimed])
-        enqueue_samples(resolved, task_result_ids, on_progress)
+                    dispatch_aggregation(claimed, item.spec)
+        enqueue_samples(resolved.specs, task_result_ids, on_progress)
     except BrokerError as exc:
-        with get_engine().begin() as connection:
-            connection.execute(runs.update().where(runs.c.id == run_id).values(
-                status="error", error=f"could not enqueue samples: {exc}", finished_at=now()))
-        raise EvalfleetError(f"could not reach the broker at {broker_address()}: {exc}") from exc
+        fail_submission(run_id, exc)
     return run_id
+
+
+def fail_submission(run_id: str, exc: Exception) -> None:
+    with get_engine().begin() as connection:
+        connection.execute(runs.update().where(runs.c.id == run_id).values(
+            status="error", error=f"could not enqueue samples: {exc}", finished_at=now()))
+    raise EvalfleetError(f"could not reach the broker at {broker_address()}: {exc}") from exc

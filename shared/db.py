@@ -77,6 +77,7 @@ task_results = Table(
     Column("error", Text, nullable=True),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("completed_at", DateTime(timezone=True), nullable=True),
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
 )
 
 sample_results = Table(
@@ -95,6 +96,8 @@ sample_results = Table(
 )
 
 FINAL_STATUSES = ("success", "error", "cancelled")
+# A run being cancelled: workers drop its remaining samples, then its logs are written.
+CANCELLING = "cancelling"
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()

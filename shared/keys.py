@@ -17,3 +17,13 @@ def cached_scores(key: str) -> str:
 # flush or restart removes it, and lookups fall back to the durable store until a reindex.
 STORE_INDEX_COMPLETE = f"{PREFIX}:store:index-complete"
 STORE_REINDEX_LOCK = f"{PREFIX}:store:reindex-lock"
+
+
+def model_leases(model_key: str) -> str:
+    """Sorted set of in-flight request leases of a model (member: token, score: expiry)."""
+    return f"{PREFIX}:limits:{model_key}:leases"
+
+
+def model_minute(model_key: str, minute: int) -> str:
+    """Requests sent to a model in one wall-clock minute."""
+    return f"{PREFIX}:limits:{model_key}:minute:{minute}"

@@ -102,6 +102,7 @@ class TaskResultLog(LogModel):
     status: TaskStatus
     error: LogError | None = None
     run_id: str
+    retry_of: str | None = Field(None, description="The run this one retried, keeping its task identity.")
     evaluation: EvaluationHeader
     task_specification: ResolvedTaskSpec
     sample_count: int
@@ -115,7 +116,7 @@ class TaskResultLog(LogModel):
 
 # Written before the samples; `status`, `error`, `samples_errored`, `results` and `stats` are known
 # only after them and come last.
-HEADER_FIELDS = ("version", "run_id", "evaluation", "task_specification", "sample_count", "subsampling")
+HEADER_FIELDS = ("version", "run_id", "retry_of", "evaluation", "task_specification", "sample_count", "subsampling")
 
 
 def log_relpath(evaluation_key: str, run_id: str, spec_key: str) -> str:

@@ -23,6 +23,8 @@ class ResolvedModel(Frozen):
     api_key_env: str | None = None
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     max_connections: int = 32
+    requests_per_minute: int | None = None
+    queue: str | None = None
     timeout: float = 120.0
     latency_ms: float = 0
     max_attempts: int = 6

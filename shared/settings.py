@@ -31,9 +31,10 @@ class Settings(BaseSettings):
         3600, ge=10, description="Seconds before Redis redelivers an unacknowledged sample."
     )
     result_batch_size: int = Field(200, ge=1, description="Sample results committed per transaction.")
-    allowed_modules: list[str] = Field(
-        default_factory=list,
-        description="Module prefixes from which user entrypoints may be imported; empty: any module.",
+    allowed_modules: str = Field(
+        "",
+        description="Comma-separated modules (and their submodules) from which user task entrypoints and "
+        "`python` models may be imported. Empty: none. Importing runs that code with the worker's rights.",
     )
 
     @property
@@ -53,6 +54,10 @@ class Settings(BaseSettings):
         if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
         return None
+
+    @property
+    def allowed_module_prefixes(self) -> list[str]:
+        return [m.strip() for m in self.allowed_modules.split(",") if m.strip()]
 
     @property
     def embedded(self) -> bool:

@@ -69,6 +69,8 @@ class ModelEntity(GenerationSettings):
         None, description="Name of the environment variable holding the API key (never the key)."
     )
     max_connections: PositiveInt = 32
+    requests_per_minute: PositiveInt | None = Field(None, description="Shared budget across all workers.")
+    queue: Key | None = Field(None, description="Broker queue for this model's samples (routing).")
     timeout: float = Field(120.0, gt=0, description="Seconds for one request.")
     latency_ms: float = Field(0, ge=0, description="`mock` only: simulated latency per call.")
     max_attempts: PositiveInt = Field(6, description="Tries of one request before the sample fails.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from shared.plan import ResolvedTaskSpec
 from shared.settings import Settings, get_settings
 
 SAMPLE_TASK = "evalfleet.sample"
@@ -38,6 +39,9 @@ def configure_app(settings: Settings | None = None) -> Celery:
         },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
+        # A broker restart must not fail a submission: keep trying for about a minute.
+        task_publish_retry_policy={"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5,
+                                   "interval_max": 3},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
@@ -48,6 +52,18 @@ def configure_app(settings: Settings | None = None) -> Celery:
 
 
 configure_app()
+
+
+def queue_for(spec: ResolvedTaskSpec) -> str:
+    """Samples of a model with its own `queue` go there, so a slow model cannot starve others;
+    its aggregation follows, since the workers on that queue are the ones sure to be running."""
+    if get_settings().embedded:
+        return app.conf.task_default_queue  # the in-process worker consumes one queue
+    return (spec.model.queue if spec.model else None) or app.conf.task_default_queue
+
+
+def dispatch_aggregation(task_result_id: int, spec: ResolvedTaskSpec) -> None:
+    app.send_task(AGGREGATE_TASK, args=[task_result_id], queue=queue_for(spec))
 
 
 def broker_address() -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, update
 from sqlalchemy.engine import Engine
 
-from shared.db import sample_results, task_results
+from shared.db import now, sample_results, task_results
 from shared.log import SampleRecord
 
 logger = logging.getLogger(__name__)
@@ -91,13 +91,13 @@ def record_results(engine: Engine, batch: list[PendingResult]) -> list[int]:
     return claimed
 
 
-def claim_aggregation(connection, task_result_id: int) -> bool:  # noqa: ANN001
+def claim_aggregation(connection, task_result_id: int, *, complete_only: bool = True) -> bool:  # noqa: ANN001
+    """Move a running task result to `aggregating`; true for exactly one caller."""
     t = task_results.c
-    result = connection.execute(
-        update(task_results)
-        .where(and_(t.id == task_result_id, t.status == "running", t.done >= t.total))
-        .values(status="aggregating")
-    )
+    condition = and_(t.id == task_result_id, t.status == "running")
+    if complete_only:
+        condition = and_(condition, t.done >= t.total)
+    result = connection.execute(update(task_results).where(condition).values(status="aggregating", claimed_at=now()))
     return result.rowcount == 1
 
 

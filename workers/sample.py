@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,14 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared.cache_identity import inference_key, model_identity, score_key, task_identity
-from shared.db import get_engine, now, runs, task_results
+from shared.db import CANCELLING, get_engine, now, runs, task_results
 from shared.errors import StoreError
 from shared.log import SampleError, SampleRecord, TokenUsage
 from shared.plan import ResolvedTaskSpec
 from shared.result_store import CachedInference, CachedScores, reset_result_store, result_store
 from shared.samples import Sample
 from shared.settings import get_settings
-from workers.app import AGGREGATE_TASK, SAMPLE_TASK, app
+from workers.app import SAMPLE_TASK, app, dispatch_aggregation
 from workers.providers import Provider, ProviderError, provider_for
 from workers.results import ResultWriter
 from workers.tasks import Task, load_task
@@ -37,6 +38,7 @@ class Execution:
     """What a worker needs to evaluate the samples of one task result, built once per process."""
 
     task_result_id: int
+    run_id: str
     spec: ResolvedTaskSpec
     cache_policy: str
     task: Task
@@ -66,7 +68,7 @@ def execution_for(task_result_id: int) -> Execution:
         return execution
     with get_engine().connect() as connection:
         row = connection.execute(
-            select(task_results.c.plan, runs.c.plan.label("run_plan"))
+            select(task_results.c.plan, task_results.c.run_id, runs.c.plan.label("run_plan"))
             .join(runs, runs.c.id == task_results.c.run_id)
             .where(task_results.c.id == task_result_id)
         ).one()
@@ -75,6 +77,7 @@ def execution_for(task_result_id: int) -> Execution:
     task_part, scorer_part = task_identity(spec.task, task.scorer_config_fields)
     execution = Execution(
         task_result_id=task_result_id,
+        run_id=row.run_id,
         spec=spec,
         cache_policy=json.loads(row.run_plan)["cache_policy"],
         task=task,
@@ -155,6 +158,22 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
     return record, task.group_key(sample) if task.scores_population else None
 
 
+_cancelled: dict[str, tuple[float, bool]] = {}
+CANCEL_CHECK_S = 1.0
+
+
+def run_cancelled(run_id: str) -> bool:
+    """Whether a run is being cancelled, asked of the database at most once a second per process."""
+    checked = _cancelled.get(run_id)
+    if checked is not None and time.monotonic() - checked[0] < CANCEL_CHECK_S:
+        return checked[1]
+    with get_engine().connect() as connection:
+        status = connection.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar_one_or_none()
+    cancelled = status in (CANCELLING, "cancelled")
+    _cancelled[run_id] = (time.monotonic(), cancelled)
+    return cancelled
+
+
 def _lookup(ikey: str, skey: str) -> tuple[CachedInference | None, CachedScores | None]:
     try:
         return result_store().lookup(ikey, skey)
@@ -178,7 +197,8 @@ def result_writer() -> ResultWriter:
             _writer = ResultWriter(
                 get_engine(),
                 get_settings().result_batch_size,
-                on_claimed=lambda task_result_id: app.send_task(AGGREGATE_TASK, args=[task_result_id]),
+                on_claimed=lambda task_result_id: dispatch_aggregation(
+                    task_result_id, execution_for(task_result_id).spec),
             )
         return _writer
 
@@ -195,6 +215,8 @@ def reset_worker_state() -> None:
 @app.task(name=SAMPLE_TASK, bind=True, max_retries=None)
 def evaluate_sample_task(self, task_result_id: int, position: int, sample: dict) -> None:
     execution = execution_for(task_result_id)
+    if run_cancelled(execution.run_id):
+        return  # acknowledged and dropped: cancelling revokes every sample not yet started
     record, group_key = evaluate_sample(execution, Sample.model_validate(sample), position,
                                         self.request.hostname)
     try:

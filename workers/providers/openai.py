@@ -15,6 +15,7 @@ import openai
 
 from shared.plan import ResolvedModel
 from shared.samples import Sample
+from workers.limits import limiter_for
 from workers.providers import ModelOutput, Provider, ProviderError
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -27,6 +28,7 @@ class OpenAIProvider(Provider):
         self.model = model
         self._clients: dict[tuple[str | None, str | None], openai.OpenAI] = {}
         self._lock = threading.Lock()
+        self.limiter = limiter_for(model)
         self.request_options = {
             k: v for k, v in model.generation.model_dump().items() if v is not None
         }
@@ -58,11 +60,12 @@ class OpenAIProvider(Provider):
             attempt += 1
             started = time.perf_counter()
             try:
-                response = client.chat.completions.create(
-                    model=self.model.name,
-                    messages=[{"role": "user", "content": prompt}],
-                    **self.request_options,
-                )
+                with self.limiter.slot():
+                    response = client.chat.completions.create(
+                        model=self.model.name,
+                        messages=[{"role": "user", "content": prompt}],
+                        **self.request_options,
+                    )
             except openai.APIError as exc:
                 error = _provider_error(exc, attempt, api_key)
                 delay = _retry_delay(exc, attempt)

@@ -1,0 +1,109 @@
+"""Cluster-wide limits on model calls. A model's `max_connections` caps its in-flight requests
+across every worker and host together: a Redis sorted set of leases, each expiring on its own, so
+a worker that dies never leaks capacity. `requests_per_minute` adds a shared per-minute budget.
+Without Redis (the embedded default) the same limits hold within the process."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from shared import keys
+from shared.plan import ResolvedModel
+from shared.result_store import redis_client
+from shared.settings import get_settings
+
+LEASE_MARGIN_S = 30.0
+WAIT_MIN_S, WAIT_MAX_S = 0.005, 0.1
+
+# KEYS[1] leases zset; ARGV: limit, now, lease expiry, token. Expired leases are dropped first.
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], math.ceil((tonumber(ARGV[3]) - tonumber(ARGV[2])) * 1000))
+  return 1
+end
+return 0
+"""
+# KEYS[1] counter of the current minute; ARGV: limit. Returns 1 when a request may go now.
+_TAKE_RPM = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], 61) end
+if n > tonumber(ARGV[1]) then return 0 end
+return 1
+"""
+
+
+class ModelLimiter:
+    def __init__(self, model: ResolvedModel, redis=None):  # noqa: ANN001
+        self.model = model
+        self.redis = redis
+        self.lease_s = model.timeout + LEASE_MARGIN_S
+        if redis is not None:
+            self._acquire = redis.register_script(_ACQUIRE)
+            self._take_rpm = redis.register_script(_TAKE_RPM)
+        self._local = threading.BoundedSemaphore(model.max_connections)
+        self._local_minute = (0, 0)
+        self._local_lock = threading.Lock()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the model's connections for the duration of one request."""
+        if self.model.requests_per_minute:
+            self._wait_for_rpm()
+        if self.redis is None:
+            with self._local:
+                yield
+            return
+        token = uuid.uuid4().hex
+        leases = keys.model_leases(self.model.key)
+        delay = WAIT_MIN_S
+        while True:
+            now = time.time()
+            if self._acquire(keys=[leases], args=[self.model.max_connections, now, now + self.lease_s, token]):
+                break
+            time.sleep(random.uniform(WAIT_MIN_S, delay))
+            delay = min(WAIT_MAX_S, delay * 2)
+        try:
+            yield
+        finally:
+            self.redis.zrem(leases, token)
+
+    def _wait_for_rpm(self) -> None:
+        limit = self.model.requests_per_minute
+        while True:
+            minute = int(time.time() // 60)
+            if self.redis is not None:
+                allowed = self._take_rpm(keys=[keys.model_minute(self.model.key, minute)], args=[limit])
+            else:
+                with self._local_lock:
+                    current, count = self._local_minute
+                    count = count + 1 if current == minute else 1
+                    self._local_minute = (minute, count)
+                    allowed = count <= limit
+            if allowed:
+                return
+            time.sleep(max(0.01, (minute + 1) * 60 - time.time()) + random.uniform(0, 0.5))
+
+
+_limiters: dict[str, ModelLimiter] = {}
+_lock = threading.Lock()
+
+
+def limiter_for(model: ResolvedModel) -> ModelLimiter:
+    with _lock:
+        cache_key = model.model_dump_json()
+        limiter = _limiters.get(cache_key)
+        if limiter is None:
+            limiter = _limiters[cache_key] = ModelLimiter(model, redis_client(get_settings()))
+        return limiter
+
+
+def reset_limiters() -> None:
+    with _lock:
+        _limiters.clear()
