@@ -214,10 +214,11 @@ def list_command(as_json: bool, limit: int, evaluation: str | None, **options: s
     if as_json:
         click.echo(json.dumps([s.model_dump(mode="json") for s in summaries], indent=2))
         return
-    table = Table("run id", "evaluation", "status", "progress", "errors", "created")
+    table = Table("evaluation", "status", "progress", "errors", "created")
+    table.add_column("run id", no_wrap=True)
     for s in summaries:
-        table.add_row(s.run_id, s.evaluation, s.status, f"{s.done}/{s.samples}", str(s.errors),
-                      s.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+        table.add_row(s.evaluation, s.status, f"{s.done}/{s.samples}", str(s.errors),
+                      s.created_at.strftime("%Y-%m-%d %H:%M"), s.run_id)
     Console().print(table)
 
 
@@ -337,19 +338,33 @@ def _report_json(report) -> str:  # noqa: ANN001
     return json.dumps(document, indent=2)
 
 
+def _format_metrics(metrics: dict[str, dict[str, float | None]]) -> str:
+    lines = []
+    for scorer, values in metrics.items():
+        value = values.get("accuracy", values.get("mean"))
+        stderr = values.get("stderr")
+        shown = "n/a" if value is None else f"{value:.3f}"
+        if stderr is not None:
+            shown += f" ± {stderr:.3f}"
+        lines.append(f"{scorer} {shown}")
+    return "\n".join(lines)
+
+
 def _finish(report, as_json: bool) -> None:  # noqa: ANN001
     if as_json:
         click.echo(_report_json(report))
     else:
-        table = Table(title=f"{report.display_name} ({report.run_id}): {report.status}")
-        for column in ("task", "status", "samples", "errors", "model calls", "metrics", "log"):
-            table.add_column(column, overflow="fold")
+        console = Console()
+        table = Table(title=f"{report.display_name}: {report.status}", title_justify="left")
+        for column, justify in (("task", "left"), ("status", "left"), ("samples", "right"), ("errors", "right"),
+                                ("model calls", "right"), ("cached", "right"), ("metrics", "left")):
+            table.add_column(column, justify=justify)
         for t in report.task_results:
-            metrics = "\n".join(
-                f"{scorer}: " + ", ".join(f"{m}={'n/a' if v is None else f'{v:.3f}'}" for m, v in values.items())
-                for scorer, values in t.metrics.items()
-            )
-            table.add_row(t.key, t.status, str(t.samples), str(t.errors), str(t.model_calls), metrics,
-                          t.log_path or (t.error or "").splitlines()[0] if (t.log_path or t.error) else "")
-        Console().print(table)
+            table.add_row(t.key, t.status, str(t.samples), str(t.errors), str(t.model_calls), str(t.cache_hits),
+                          _format_metrics(t.metrics))
+        console.print(table)
+        console.print(f"run {report.run_id}" + (f" (retry of {report.retry_of})" if report.retry_of else ""))
+        for t in report.task_results:
+            where = t.log_path or (t.error or "no log").splitlines()[0]
+            console.print(f"  {t.key}: {where}", soft_wrap=True, highlight=False)
     sys.exit(EXIT_OK if report.status == "success" else EXIT_FAILED)

@@ -7,7 +7,7 @@ import time
 from shared.entrypoints import load_entrypoint
 from shared.plan import ResolvedModel
 from shared.samples import Sample
-from workers.providers import ModelOutput, Provider
+from workers.providers import ModelOutput, Provider, ProviderError
 
 
 class PythonProvider(Provider):
@@ -16,6 +16,9 @@ class PythonProvider(Provider):
 
     def generate(self, prompt: str, sample: Sample) -> ModelOutput:
         started = time.perf_counter()
-        result = self.function(sample)
+        try:
+            result = self.function(sample)
+        except Exception as exc:  # noqa: BLE001 - the model's failure is the sample's error
+            raise ProviderError(str(exc), type_name=type(exc).__name__) from exc
         return ModelOutput(text="" if result is None else str(result),
                            latency_ms=(time.perf_counter() - started) * 1000)
