@@ -18,7 +18,9 @@ from shared.result_store import redis_client
 from shared.settings import get_settings
 
 LEASE_MARGIN_S = 30.0
-WAIT_MIN_S, WAIT_MAX_S = 0.005, 0.1
+# One thread per process polls for a free lease while the others queue behind it locally, so a
+# short poll interval costs Redis a few calls per second per process, not per thread.
+WAIT_MIN_S, WAIT_MAX_S = 0.002, 0.02
 
 # KEYS[1] leases zset; ARGV: limit, now, lease expiry, token. Expired leases are dropped first.
 _ACQUIRE = """
@@ -48,6 +50,7 @@ class ModelLimiter:
             self._acquire = redis.register_script(_ACQUIRE)
             self._take_rpm = redis.register_script(_TAKE_RPM)
         self._local = threading.BoundedSemaphore(model.max_connections)
+        self._poller = threading.Lock()
         self._local_minute = (0, 0)
         self._local_lock = threading.Lock()
 
@@ -63,12 +66,13 @@ class ModelLimiter:
         token = uuid.uuid4().hex
         leases = keys.model_leases(self.model.key)
         delay = WAIT_MIN_S
-        while True:
-            now = time.time()
-            if self._acquire(keys=[leases], args=[self.model.max_connections, now, now + self.lease_s, token]):
-                break
-            time.sleep(random.uniform(WAIT_MIN_S, delay))
-            delay = min(WAIT_MAX_S, delay * 2)
+        with self._poller:
+            while True:
+                now = time.time()
+                if self._acquire(keys=[leases], args=[self.model.max_connections, now, now + self.lease_s, token]):
+                    break
+                time.sleep(random.uniform(WAIT_MIN_S, delay))
+                delay = min(WAIT_MAX_S, delay * 2)
         try:
             yield
         finally:
