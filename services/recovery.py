@@ -15,7 +15,7 @@ from services.resolver import select_for
 from shared.db import get_engine, now, sample_results, task_results
 from shared.plan import ResolvedTaskSpec
 from shared.samples import iter_selected
-from workers.app import SAMPLE_TASK, app, queue_for
+from workers.app import SampleSender, app, queue_for
 from workers.results import claim_aggregation
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def requeue_missing_samples(run_id: str) -> int:
     with get_engine().connect() as connection:
         unfinished = connection.execute(select(t.id, t.plan).where(t.run_id == run_id, t.status == "running")).all()
     sent = 0
-    with app.producer_or_acquire() as producer:
+    with SampleSender() as sender:
         for task_result_id, plan in unfinished:
             spec = ResolvedTaskSpec.model_validate_json(plan)
             with get_engine().connect() as connection:
@@ -71,8 +71,7 @@ def requeue_missing_samples(run_id: str) -> int:
                                                   needs_input=selected.needs_input,
                                                   needs_target=selected.needs_target):
                 if sample.id not in recorded:
-                    app.send_task(SAMPLE_TASK, args=[task_result_id, position, sample.model_dump(mode="json")],
-                                  producer=producer, queue=queue_for(spec))
+                    sender.send(task_result_id, position, sample.model_dump(mode="json"), queue_for(spec))
                     sent += 1
     if sent:
         logger.warning("enqueued %d samples of run %s again", sent, run_id)

@@ -17,7 +17,7 @@ from shared.db import get_engine, now, runs, task_results
 from shared.errors import EvalfleetError
 from shared.plan import ResolvedEvaluation
 from shared.samples import iter_selected
-from workers.app import SAMPLE_TASK, app, broker_address, dispatch_aggregation, queue_for
+from workers.app import SampleSender, broker_address, dispatch_aggregation, queue_for
 
 ProgressCallback = Callable[[int], None]
 SkipPredicate = Callable[[int, str], bool]
@@ -64,7 +64,7 @@ def enqueue_samples(specs: Sequence[ResolvedSpec], task_result_ids: list[int],
     """One message per selected sample, published over one broker connection. `skip(index,
     sample_id)` leaves out samples that already have a result (retry)."""
     sent = 0
-    with app.producer_or_acquire() as producer:
+    with SampleSender() as sender:
         for index, (item, task_result_id) in enumerate(zip(specs, task_result_ids, strict=True)):
             if item.uploaded_log is not None:
                 continue
@@ -73,8 +73,7 @@ def enqueue_samples(specs: Sequence[ResolvedSpec], task_result_ids: list[int],
                                                   needs_input=item.needs_input, needs_target=item.needs_target):
                 if skip is not None and skip(index, sample.id):
                     continue
-                app.send_task(SAMPLE_TASK, args=[task_result_id, position, sample.model_dump(mode="json")],
-                              producer=producer, queue=queue)
+                sender.send(task_result_id, position, sample.model_dump(mode="json"), queue)
                 sent += 1
                 if on_progress is not None and sent % 500 == 0:
                     on_progress(sent)

@@ -96,7 +96,7 @@ def inject_uploaded_log(log: TaskResultLog, spec: ResolvedTaskSpec, task_result_
                 ikey = inference_key(model_part, task_part, record.prompt or record.input or "", sample)
                 store.save(ikey, CachedInference(output=record.output, usage=record.usage,
                                                  latency_ms=record.latency_ms),
-                           score_key(ikey, scorer_part), CachedScores(scores=record.scores))
+                           score_key(ikey, scorer_part), CachedScores(scores=record.scores), known=True)
             uploaded = record.model_copy(update={"model_calls": 0, "cached": True, "worker": UPLOAD_WORKER})
             group = task.group_key(sample) if task.scores_population else None
             pending.append(PendingResult(task_result_id, uploaded, group))

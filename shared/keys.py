@@ -5,12 +5,9 @@ from __future__ import annotations
 PREFIX = "evalfleet"
 
 
-def cached_inference(key: str) -> str:
-    return f"{PREFIX}:store:inference:{key}"
-
-
-def cached_scores(key: str) -> str:
-    return f"{PREFIX}:store:scores:{key}"
+def cached_result(inference_key: str) -> str:
+    """Hash of one cached inference: field `inference`, and one field per score key."""
+    return f"{PREFIX}:store:result:{inference_key}"
 
 
 # Present while the Redis index holds every durable result, so a Redis miss is a real miss. A

@@ -2,17 +2,19 @@
 inference. Durable blobs (a local directory, or S3 in a cluster) are the truth; Redis, when there
 is one, is the index and the fast path.
 
-Layout: `inference/<key[:2]>/<key>.json` and `scores/<key[:2]>/<key>.json` under the store URL,
-with the same JSON under `keys.cached_inference(key)` / `keys.cached_scores(key)` in Redis.
-A Redis miss counts as a miss only while `keys.STORE_INDEX_COMPLETE` is set; after a flush or a
-restart lookups read the durable store (and write back to Redis) while one process reindexes."""
+One entry per inference key holds the model output and the scores computed from it, one per
+scorer identity (score key): `results/<key[:2]>/<key>.json` in the blob store, and the Redis hash
+`keys.cached_result(key)` with the field `inference` and one field per score key. A lookup is one
+Redis round trip or one blob read. A Redis miss counts as a miss only while
+`keys.STORE_INDEX_COMPLETE` is set; after a flush or a restart lookups read the durable store (and
+write back to Redis) while one process reindexes."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from shared import keys
 from shared.log import Score, TokenUsage
@@ -22,6 +24,7 @@ from shared.storage import LocalStore, S3Store, store_for
 logger = logging.getLogger(__name__)
 REINDEX_LOCK_S = 3600
 REINDEX_BATCH = 500
+INFERENCE_FIELD = "inference"
 
 
 class CachedInference(BaseModel):
@@ -34,8 +37,15 @@ class CachedScores(BaseModel):
     scores: dict[str, Score]
 
 
-def _relpath(kind: str, key: str) -> str:
-    return f"{kind}/{key[:2]}/{key}.json"
+class StoreEntry(BaseModel):
+    """What the durable store keeps per inference key."""
+
+    inference: CachedInference
+    scores: dict[str, CachedScores] = Field(default_factory=dict, description="By score key.")
+
+
+def _relpath(key: str) -> str:
+    return f"results/{key[:2]}/{key}.json"
 
 
 class ResultStore:
@@ -45,53 +55,50 @@ class ResultStore:
         if redis is not None:
             self._ensure_index()
 
-    # Lookups -------------------------------------------------------------------------------
-    def lookup(self, inference_key: str, score_key: str | None) -> tuple[CachedInference | None, CachedScores | None]:
-        """The cached output and scores for a sample, in one Redis round trip when indexed."""
-        raw_inference = raw_scores = None
-        index_complete = False
+    def lookup(self, inference_key: str, score_key: str) -> tuple[CachedInference | None, CachedScores | None]:
+        """The cached output of a sample and, if computed before, its scores under `score_key`."""
         if self.redis is not None:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.get(keys.cached_inference(inference_key))
-            if score_key:
-                pipe.get(keys.cached_scores(score_key))
+            pipe.hmget(keys.cached_result(inference_key), [INFERENCE_FIELD, score_key])
             pipe.exists(keys.STORE_INDEX_COMPLETE)
-            replies = pipe.execute()
-            raw_inference, index_complete = replies[0], bool(replies[-1])
-            raw_scores = replies[1] if score_key else None
-        if raw_inference is None and not index_complete:
-            raw_inference = self._read_through("inference", inference_key)
-        if raw_inference is None:
+            (raw_inference, raw_scores), index_complete = pipe.execute()
+            if raw_inference is not None:
+                return (CachedInference.model_validate_json(raw_inference),
+                        CachedScores.model_validate_json(raw_scores) if raw_scores else None)
+            if index_complete:
+                return None, None
+        entry = self._read_entry(inference_key)
+        if entry is None:
             return None, None
-        if raw_scores is None and score_key and not index_complete:
-            raw_scores = self._read_through("scores", score_key)
-        return (CachedInference.model_validate_json(raw_inference),
-                CachedScores.model_validate_json(raw_scores) if raw_scores else None)
+        if self.redis is not None:
+            self._index(inference_key, entry)
+        return entry.inference, entry.scores.get(score_key)
 
-    def _read_through(self, kind: str, key: str) -> bytes | None:
-        raw = self.blobs.read_bytes(_relpath(kind, key))
-        if raw is not None and self.redis is not None:
-            self.redis.set(_redis_key(kind, key), raw)
-        return raw
+    def save(self, inference_key: str, inference: CachedInference, score_key: str,
+             scores: CachedScores | None, *, known: bool = False) -> None:
+        """Store an output and its scores. Durable first, then the index, so Redis never names a
+        result the durable store lacks. `known`: the entry exists (a cache hit) and only gains scores."""
+        entry = self._read_entry(inference_key) if known else None
+        if entry is None:
+            entry = StoreEntry(inference=inference)
+        if scores is not None:
+            entry.scores[score_key] = scores
+        self.blobs.write_bytes(_relpath(inference_key), entry.model_dump_json().encode())
+        if self.redis is not None:
+            fields = {INFERENCE_FIELD: entry.inference.model_dump_json()}
+            if scores is not None:
+                fields[score_key] = scores.model_dump_json()
+            self.redis.hset(keys.cached_result(inference_key), mapping=fields)
 
-    # Writes --------------------------------------------------------------------------------
-    def save(self, inference_key: str | None, inference: CachedInference | None,
-             score_key: str | None, scores: CachedScores | None) -> None:
-        """Durable first, then the index: Redis never names a result the durable store lacks."""
-        items = []
-        if inference_key and inference is not None:
-            items.append(("inference", inference_key, inference.model_dump_json().encode()))
-        if score_key and scores is not None:
-            items.append(("scores", score_key, scores.model_dump_json().encode()))
-        for kind, key, raw in items:
-            self.blobs.write_bytes(_relpath(kind, key), raw)
-        if self.redis is not None and items:
-            pipe = self.redis.pipeline(transaction=False)
-            for kind, key, raw in items:
-                pipe.set(_redis_key(kind, key), raw)
-            pipe.execute()
+    def _read_entry(self, inference_key: str) -> StoreEntry | None:
+        raw = self.blobs.read_bytes(_relpath(inference_key))
+        return None if raw is None else StoreEntry.model_validate_json(raw)
 
-    # Index ---------------------------------------------------------------------------------
+    def _index(self, inference_key: str, entry: StoreEntry, pipe=None) -> None:  # noqa: ANN001
+        fields = {INFERENCE_FIELD: entry.inference.model_dump_json()}
+        fields.update({k: v.model_dump_json() for k, v in entry.scores.items()})
+        (pipe or self.redis).hset(keys.cached_result(inference_key), mapping=fields)
+
     def _ensure_index(self) -> None:
         if self.redis.exists(keys.STORE_INDEX_COMPLETE):
             return
@@ -103,15 +110,19 @@ class ResultStore:
         count = 0
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for relpath in self.blobs.list():
-                kind, _, rest = relpath.partition("/")
-                if kind not in ("inference", "scores") or not rest.endswith(".json"):
+            for relpath in self.blobs.list("results"):
+                name = relpath.rsplit("/", 1)[-1]
+                if not name.endswith(".json"):
                     continue
-                key = rest.rsplit("/", 1)[-1][: -len(".json")]
                 raw = self.blobs.read_bytes(relpath)
                 if raw is None:
                     continue
-                pipe.set(_redis_key(kind, key), raw)
+                try:
+                    entry = StoreEntry.model_validate_json(raw)
+                except ValueError:
+                    logger.warning("skipping unreadable result store entry %s", relpath)
+                    continue
+                self._index(name[: -len(".json")], entry, pipe)
                 count += 1
                 if count % REINDEX_BATCH == 0:
                     pipe.execute()
@@ -121,10 +132,6 @@ class ResultStore:
         finally:
             self.redis.delete(keys.STORE_REINDEX_LOCK)
         return count
-
-
-def _redis_key(kind: str, key: str) -> str:
-    return keys.cached_inference(key) if kind == "inference" else keys.cached_scores(key)
 
 
 _store: ResultStore | None = None
@@ -155,3 +162,6 @@ def reset_result_store() -> None:
     global _store
     with _store_lock:
         _store = None
+
+
+__all__ = ["CachedInference", "CachedScores", "ResultStore", "StoreEntry", "result_store"]

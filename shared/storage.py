@@ -6,9 +6,10 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Protocol
 
 from shared.errors import StoreError
@@ -30,8 +31,8 @@ class BlobStore(Protocol):
 
 def safe_relpath(relpath: str) -> str:
     """Refuse paths that would land outside the store's root."""
-    parts = PurePosixPath(relpath).parts
-    if not parts or relpath.startswith("/") or any(part in ("..", "") for part in parts):
+    parts = [part for part in relpath.split("/") if part not in ("", ".")]
+    if not parts or relpath.startswith("/") or ".." in parts or "\\" in relpath:
         raise StoreError(f"refusing a path outside the store: {relpath!r}")
     return "/".join(parts)
 
@@ -39,9 +40,11 @@ def safe_relpath(relpath: str) -> str:
 class LocalStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
+        self._root = str(self.root)
+        self._made_dirs: set[str] = set()
 
     def uri(self, relpath: str) -> str:
-        return str(self.root / safe_relpath(relpath))
+        return os.path.join(self._root, safe_relpath(relpath))
 
     @contextmanager
     def writer(self, relpath: str) -> Iterator[IO[str]]:
@@ -61,15 +64,21 @@ class LocalStore:
 
     def read_bytes(self, relpath: str) -> bytes | None:
         try:
-            return Path(self.uri(relpath)).read_bytes()
+            with open(self.uri(relpath), "rb") as handle:
+                return handle.read()
         except FileNotFoundError:
             return None
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
-        target = Path(self.uri(relpath))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        with os.fdopen(fd, "wb") as handle:
+        # On the per-sample path: plain os calls, directories made once per process, and a temporary
+        # name unique to this thread (cheaper than mkstemp), renamed into place atomically.
+        target = self.uri(relpath)
+        directory = os.path.dirname(target)
+        if directory not in self._made_dirs:
+            os.makedirs(directory, exist_ok=True)
+            self._made_dirs.add(directory)
+        tmp = f"{directory}/.{os.path.basename(target)}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "wb") as handle:
             handle.write(data)
         os.replace(tmp, target)
 

@@ -66,6 +66,31 @@ def dispatch_aggregation(task_result_id: int, spec: ResolvedTaskSpec) -> None:
     app.send_task(AGGREGATE_TASK, args=[task_result_id], queue=queue_for(spec))
 
 
+class SampleSender:
+    """Publishes sample messages over one broker connection. Each queue is declared once, and the
+    message's argument repr (only for monitoring) is not computed: both are per-message costs that
+    otherwise dominate submission."""
+
+    def __init__(self) -> None:
+        self._producer_context = None
+        self._declared: set[str] = set()
+
+    def __enter__(self) -> SampleSender:
+        self._producer_context = app.producer_or_acquire()
+        self.producer = self._producer_context.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._producer_context.__exit__(*exc)
+
+    def send(self, task_result_id: int, position: int, sample: dict, queue: str) -> None:
+        if queue not in self._declared:
+            self.producer.maybe_declare(app.amqp.queues[queue])
+            self._declared.add(queue)
+        app.send_task(SAMPLE_TASK, args=[task_result_id, position, sample], queue=queue, producer=self.producer,
+                      declare=[], argsrepr=f"[{task_result_id}, {position}, ...]", kwargsrepr="{}")
+
+
 def broker_address() -> str:
     """The broker URL with any password masked, fit for messages and logs."""
     return app.connection().as_uri()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -105,9 +106,11 @@ class ResultWriter:
     """A background thread that commits the results of concurrent samples in batches. `record`
     returns once the sample is durable, so the task's late acknowledgement comes after it."""
 
-    def __init__(self, engine: Engine, batch_size: int, on_claimed: Callable[[int], None]):
+    def __init__(self, engine: Engine, batch_size: int, on_claimed: Callable[[int], None],
+                 linger_s: float = 0.002):
         self.engine = engine
         self.batch_size = batch_size
+        self.linger_s = linger_s
         self.on_claimed = on_claimed
         self._queue: queue.SimpleQueue[PendingResult] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="evalfleet-result-writer", daemon=True)
@@ -123,9 +126,11 @@ class ResultWriter:
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
+            # A short linger lets results finishing at about the same time share one commit.
+            deadline = time.monotonic() + self.linger_s
             while len(batch) < self.batch_size:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
             try:

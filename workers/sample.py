@@ -128,9 +128,9 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
                 scores = hit_scores.scores if hit_scores is not None else task.score(sample, output)
             finally:
                 # Saved even when scoring fails: the model call is paid for either way.
-                if execution.writes_cache:
-                    _save(ikey, new_inference, skey,
-                          None if hit_scores or not scores else CachedScores(scores=scores))
+                if execution.writes_cache and (hit is None or (scores and hit_scores is None)):
+                    _save(ikey, hit or new_inference, skey, CachedScores(scores=scores) if scores else None,
+                          known=hit is not None)
     except ProviderError as exc:
         model_calls = exc.attempts
         error = SampleError(type=exc.type_name, message=str(exc), status_code=exc.status_code,
@@ -183,9 +183,9 @@ def _lookup(ikey: str, skey: str) -> tuple[CachedInference | None, CachedScores 
         return None, None
 
 
-def _save(ikey: str, inference: CachedInference | None, skey: str, scores: CachedScores | None) -> None:
+def _save(ikey: str, inference: CachedInference, skey: str, scores: CachedScores | None, known: bool) -> None:
     try:
-        result_store().save(ikey, inference, skey, scores)
+        result_store().save(ikey, inference, skey, scores, known=known)
     except (StoreError, RedisError) as exc:
         logger.warning("result store write failed; the sample is recorded but not cached: %s", exc)
 
