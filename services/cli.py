@@ -66,10 +66,16 @@ def main() -> None:
 @_settings_options
 def run(path: str, as_json: bool, detach: bool, concurrency: int | None, **options: str | None) -> None:
     """Validate, submit and run an evaluation; wait for its task result logs."""
-    from services.submitter import submit
+    from services.submitter import submit_resolved, validate_run_file
 
     _apply(concurrency=concurrency, **options)
-    _submit_and_wait(lambda: submit(path), as_json=as_json, detach=detach)
+    if detach and get_settings().embedded:
+        raise BadInput("--detach needs a broker: set EVALFLEET_BROKER_URL and start `evalfleet worker`")
+    try:
+        resolved = validate_run_file(path)  # bad input fails here, before any worker starts
+    except EvalfleetError as exc:
+        _fail(exc)
+    _submit_and_wait(lambda: submit_resolved(resolved), as_json=as_json, detach=detach)
 
 
 def _submit_and_wait(start, *, as_json: bool, detach: bool) -> None:  # noqa: ANN001

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from services.registry import EntityLookup
 from services.upload import load_uploaded_log, resolve_log_location
+from shared.entrypoints import load_entrypoint
 from shared.errors import SpecError
 from shared.log import TaskResultLog
 from shared.plan import ResolvedDataset, ResolvedEvaluation, ResolvedModel, ResolvedTask, ResolvedTaskSpec
@@ -155,6 +156,8 @@ class _Resolver:
                                 "the form provider$name")
             entity = ModelEntity.model_construct(key=key, provider=provider, name=name)
         assert isinstance(entity, ModelEntity)
+        if entity.provider == "python":
+            load_entrypoint(entity.name, file=self.file, field=self._field(index, "model_key"))
         if entity.provider == "mock" and entity.name not in MOCK_MODELS:
             raise SpecError(self.file, self._field(index, "model_key"),
                             f"mock model {entity.name!r} does not exist; use one of {', '.join(MOCK_MODELS)}")

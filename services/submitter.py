@@ -84,7 +84,11 @@ def enqueue_samples(specs: Sequence[ResolvedSpec], task_result_ids: list[int],
 
 def submit(path: str | Path, on_progress: ProgressCallback | None = None) -> str:
     """Validate, register and enqueue an evaluation; returns the run id."""
-    resolved = validate_run_file(path)
+    return submit_resolved(validate_run_file(path), on_progress)
+
+
+def submit_resolved(resolved: ResolvedRunFile, on_progress: ProgressCallback | None = None) -> str:
+    """Register and enqueue an evaluation validated by `validate_run_file`; returns the run id."""
     run_id, task_result_ids = create_run(resolved.evaluation, resolved.specs, resolved.entities_to_register())
     try:
         for item, task_result_id in zip(resolved.specs, task_result_ids, strict=True):

@@ -12,24 +12,24 @@ class MeanAccumulator:
     """Mean and its standard error (sample standard deviation / sqrt(n)), as Inspect reports them."""
 
     count: int = 0
-    total: float = 0.0
-    total_sq: float = 0.0
+    running_mean: float = 0.0
+    squared_deviations: float = 0.0  # Welford's M2: stable where a sum of squares cancels
 
     def add(self, value: float) -> None:
         self.count += 1
-        self.total += value
-        self.total_sq += value * value
+        delta = value - self.running_mean
+        self.running_mean += delta / self.count
+        self.squared_deviations += delta * (value - self.running_mean)
 
     @property
     def mean(self) -> float:
-        return self.total / self.count if self.count else math.nan
+        return self.running_mean if self.count else math.nan
 
     @property
     def stderr(self) -> float:
         if self.count < 2:
             return math.nan
-        variance = (self.total_sq - self.total * self.total / self.count) / (self.count - 1)
-        return math.sqrt(max(variance, 0.0) / self.count)
+        return math.sqrt(self.squared_deviations / (self.count - 1) / self.count)
 
     def metrics(self, names: tuple[str, ...]) -> dict[str, float]:
         values = {"accuracy": self.mean, "mean": self.mean, "stderr": self.stderr}

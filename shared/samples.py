@@ -58,9 +58,19 @@ def iter_rows(path: str) -> Iterator[dict[str, Any]]:
         raise SpecError(path, "path", "dataset file not found") from None
     except OSError as exc:
         raise SpecError(path, "path", f"cannot read dataset: {exc}") from None
+    try:
+        yield from _rows(handle, fmt, path)
+    except UnicodeDecodeError as exc:
+        raise SpecError(path, None, f"not UTF-8 text: byte {exc.start}: {exc.reason}") from None
+
+
+def _rows(handle: IO[str], fmt: str, path: str) -> Iterator[dict[str, Any]]:
     with handle:
         if fmt == "csv":
-            yield from csv.DictReader(handle)
+            for number, row in enumerate(csv.DictReader(handle)):
+                if None in row:
+                    raise SpecError(path, f"row {number}", "more values than the header has columns")
+                yield row
         elif fmt == "json":
             try:
                 rows = json.load(handle)

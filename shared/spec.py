@@ -143,6 +143,13 @@ class EvaluationSpec(Strict):
         self.num_samples = implied
         return self
 
+    @field_validator("fail_on_error", mode="before")
+    @classmethod
+    def _budget(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (isinstance(value, int | float) and value >= 0):
+            return value
+        raise ValueError("must be true, false, a fraction below 1 or a count from 1")
+
     @field_validator("task_specifications")
     @classmethod
     def _unique_keys(cls, specs: list[TaskSpecification]) -> list[TaskSpecification]:

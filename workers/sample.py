@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from shared.cache_identity import inference_key, model_identity, score_key, task_identity
 from shared.db import CANCELLING, get_engine, now, runs, task_results
-from shared.errors import StoreError
+from shared.errors import EvalfleetError, StoreError
 from shared.log import SampleError, SampleRecord, TokenUsage
 from shared.plan import ResolvedTaskSpec
 from shared.result_store import CachedInference, CachedScores, reset_result_store, result_store
@@ -190,6 +190,15 @@ def _save(ikey: str, inference: CachedInference, skey: str, scores: CachedScores
         logger.warning("result store write failed; the sample is recorded but not cached: %s", exc)
 
 
+def unrunnable_sample(sample: Sample, position: int, exc: Exception, worker: str | None
+                      ) -> tuple[SampleRecord, None]:
+    moment = now()
+    error = SampleError(type=type(exc).__name__, message=str(exc))
+    return SampleRecord(id=sample.id, position=position, input=sample.input, target=sample.target,
+                        metadata=sample.metadata, error=error, worker=worker, started_at=moment,
+                        completed_at=moment), None
+
+
 def result_writer() -> ResultWriter:
     global _writer
     with _executions_lock:
@@ -214,11 +223,17 @@ def reset_worker_state() -> None:
 
 @app.task(name=SAMPLE_TASK, bind=True, max_retries=None)
 def evaluate_sample_task(self, task_result_id: int, position: int, sample: dict) -> None:
-    execution = execution_for(task_result_id)
-    if run_cancelled(execution.run_id):
-        return  # acknowledged and dropped: cancelling revokes every sample not yet started
-    record, group_key = evaluate_sample(execution, Sample.model_validate(sample), position,
-                                        self.request.hostname)
+    try:
+        execution = execution_for(task_result_id)
+    except EvalfleetError as exc:
+        # This worker cannot run the task (its code is not importable here): every sample says so,
+        # so the run ends with the reason instead of waiting forever.
+        record, group_key = unrunnable_sample(Sample.model_validate(sample), position, exc, self.request.hostname)
+    else:
+        if run_cancelled(execution.run_id):
+            return  # acknowledged and dropped: cancelling revokes every sample not yet started
+        record, group_key = evaluate_sample(execution, Sample.model_validate(sample), position,
+                                            self.request.hostname)
     try:
         result_writer().record(task_result_id, record, group_key)
     except SQLAlchemyError as exc:

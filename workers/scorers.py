@@ -67,6 +67,8 @@ def score_regex(output: str, target: str, options: RegexOptions) -> Score:
     if match is None:
         return Score(value=0.0, answer=None, explanation="pattern did not match")
     answer = match.group(1) if match.groups() else match.group(0)
+    if answer is None:
+        return Score(value=0.0, answer=None, explanation="the pattern's group did not take part in the match")
     return Score(value=float(normalise(answer) == normalise(target)), answer=answer)
 
 

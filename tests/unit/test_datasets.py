@@ -1,0 +1,174 @@
+"""Reading datasets (shared/samples.py): .jsonl, .json and .csv, field mapping, ids, metadata, and
+the SpecError for each kind of bad row."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import SpecError
+from shared.plan import ResolvedDataset
+from shared.samples import iter_rows, iter_selected, select_samples, to_sample
+
+ROWS = [
+    {"id": "a", "input": "What is 2+2?", "target": "4", "level": "easy"},
+    {"id": "b", "input": "Capital of France?", "target": "Paris", "level": "easy"},
+    {"id": "c", "input": "Largest planet?", "target": "Jupiter", "level": "hard"},
+]
+
+
+def dataset(path, **fields) -> ResolvedDataset:
+    return ResolvedDataset(key="d", path=str(path), **fields)
+
+
+def samples(ds: ResolvedDataset, *, needs_input=True, needs_target=False, num_samples=None, subsampling="head"):
+    selection = select_samples(ds, num_samples, subsampling, needs_input=needs_input, needs_target=needs_target)
+    return [s for _, s in iter_selected(ds, selection, needs_input=needs_input, needs_target=needs_target)]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_every_format_gives_the_same_samples(tmp_path, write_dataset_file, suffix):
+    ds = dataset(write_dataset_file(tmp_path / f"data{suffix}", ROWS))
+    got = samples(ds)
+    assert [(s.id, s.input, s.target) for s in got] == [(r["id"], r["input"], r["target"]) for r in ROWS]
+    assert [s.metadata for s in got] == [{"level": r["level"]} for r in ROWS]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_id_input_and_target_fields_can_be_mapped(tmp_path, write_dataset_file, suffix):
+    rows = [{"qid": "q1", "question": "Q?", "answer": "A", "id": "not-the-id", "input": "not-the-input"}]
+    ds = dataset(write_dataset_file(tmp_path / f"data{suffix}", rows), id_field="qid", input_field="question",
+                 target_field="answer")
+    (sample,) = samples(ds)
+    assert (sample.id, sample.input, sample.target) == ("q1", "Q?", "A")
+    assert sample.metadata == {"id": "not-the-id", "input": "not-the-input"}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_the_row_index_is_the_id_when_there_is_no_id_field(tmp_path, write_dataset_file, suffix):
+    rows = [{"input": "x", "target": "1"}, {"input": "y", "target": "2"}, {"input": "z", "target": "3"}]
+    ds = dataset(write_dataset_file(tmp_path / f"data{suffix}", rows))
+    assert [s.id for s in samples(ds)] == ["0", "1", "2"]
+
+
+def test_every_other_field_becomes_metadata(tmp_path, write_dataset_file):
+    rows = [{"id": 1, "input": "x", "target": "y", "choices": ["a", "b"], "meta": {"k": 1}, "n": 3}]
+    (sample,) = samples(dataset(write_dataset_file(tmp_path / "d.jsonl", rows)))
+    assert sample.id == "1"
+    assert sample.metadata == {"choices": ["a", "b"], "meta": {"k": 1}, "n": 3}
+
+
+def test_blank_lines_in_jsonl_are_skipped(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": "a", "input": "x"}\n\n   \n{"id": "b", "input": "y"}\n', encoding="utf-8")
+    assert [s.id for s in samples(dataset(path))] == ["a", "b"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_row_without_the_input_field_is_an_error_naming_row_and_field(tmp_path, write_dataset_file, suffix):
+    rows = [{"id": "a", "input": "x"}, {"id": "b", "question": "y"}]
+    path = write_dataset_file(tmp_path / f"d{suffix}", rows)
+    with pytest.raises(SpecError) as info:
+        samples(dataset(path))
+    assert (info.value.file, info.value.field) == (str(path), "row 1: input")
+    assert "missing" in info.value.message
+
+
+def test_a_csv_without_the_input_column_is_an_error(tmp_path, write_dataset_file):
+    path = write_dataset_file(tmp_path / "d.csv", [{"id": "a", "question": "x"}])
+    with pytest.raises(SpecError) as info:
+        samples(dataset(path))
+    assert info.value.field == "row 0: input"
+
+
+def test_a_row_without_the_input_field_is_fine_when_the_task_reads_no_input(tmp_path, write_dataset_file):
+    path = write_dataset_file(tmp_path / "d.jsonl", [{"id": "a", "other": 1}])
+    assert [s.input for s in samples(dataset(path), needs_input=False)] == [None]
+
+
+def test_a_row_without_a_target_is_an_error_only_when_the_task_needs_one(tmp_path, write_dataset_file):
+    path = write_dataset_file(tmp_path / "d.jsonl", [{"id": "a", "input": "x"}])
+    assert samples(dataset(path), needs_target=False)[0].target is None
+    with pytest.raises(SpecError) as info:
+        samples(dataset(path), needs_target=True)
+    assert info.value.field == "row 0: target"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_duplicate_sample_ids_are_an_error(tmp_path, write_dataset_file, suffix):
+    rows = [{"id": "a", "input": "x"}, {"id": "b", "input": "y"}, {"id": "a", "input": "z"}]
+    path = write_dataset_file(tmp_path / f"d{suffix}", rows)
+    with pytest.raises(SpecError) as info:
+        samples(dataset(path))
+    assert info.value.field == "row 2: id"
+    assert "duplicate sample id 'a'" in info.value.message
+
+
+def test_duplicate_ids_are_found_even_beyond_the_selected_samples(tmp_path, write_dataset_file):
+    rows = [{"id": "a", "input": "x"}, {"id": "b", "input": "y"}, {"id": "a", "input": "z"}]
+    with pytest.raises(SpecError, match="duplicate"):
+        samples(dataset(write_dataset_file(tmp_path / "d.jsonl", rows)), num_samples=1)
+
+
+def test_a_missing_dataset_file_is_an_error(tmp_path):
+    with pytest.raises(SpecError) as info:
+        list(iter_rows(str(tmp_path / "absent.jsonl")))
+    assert info.value.file == str(tmp_path / "absent.jsonl")
+    assert "not found" in info.value.message
+
+
+def test_an_unknown_dataset_format_is_an_error(tmp_path):
+    with pytest.raises(SpecError, match="unknown dataset format"):
+        list(iter_rows(str(tmp_path / "data.parquet")))
+
+
+def test_an_empty_dataset_is_an_error(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(SpecError, match="no rows"):
+        samples(dataset(path))
+
+
+def test_a_malformed_jsonl_line_is_named(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": "a", "input": "x"}\n{"id": "b", \n', encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        samples(dataset(path))
+    assert info.value.field == "line 2"
+
+
+@pytest.mark.parametrize("text", ['{"rows": []}', "[1, 2]", "[{]"])
+def test_a_json_dataset_must_be_a_list_of_objects(tmp_path, text):
+    path = tmp_path / "d.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SpecError):
+        samples(dataset(path))
+
+
+def test_non_text_inputs_and_targets_are_given_as_json_text(tmp_path, write_dataset_file):
+    rows = [{"id": "a", "input": 12, "target": [1, 2]}]
+    (sample,) = samples(dataset(write_dataset_file(tmp_path / "d.jsonl", rows)))
+    assert (sample.input, sample.target) == ("12", "[1, 2]")
+
+
+def test_to_sample_keeps_an_empty_input(tmp_path):
+    sample = to_sample({"id": "x", "input": ""}, 0, dataset(tmp_path / "d.jsonl"), needs_input=True,
+                       needs_target=False)
+    assert sample.input == ""
+
+
+def test_a_csv_row_with_more_values_than_columns_is_a_spec_error(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("id,input,target\n1,hello,world\n2,hi,there,surplus\n", encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        samples(dataset(path))
+    assert info.value.file == str(path)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_dataset_that_is_not_utf8_is_a_spec_error(tmp_path, suffix):
+    path = tmp_path / f"d{suffix}"
+    body = b'{"id": "1", "input": "caf\xe9"}\n' if suffix == ".jsonl" else b"id,input\n1,caf\xe9\n"
+    path.write_bytes(body)
+    with pytest.raises(SpecError) as info:
+        samples(dataset(path))
+    assert info.value.file == str(path)
