@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from shared.errors import EvalfleetError, SpecError
@@ -75,11 +74,16 @@ def run(path: str, as_json: bool, detach: bool, concurrency: int | None, **optio
         resolved = validate_run_file(path)  # bad input fails here, before any worker starts
     except EvalfleetError as exc:
         _fail(exc)
-    _submit_and_wait(lambda: submit_resolved(resolved), as_json=as_json, detach=detach)
+    _submit_and_wait(lambda on_enqueued: submit_resolved(resolved, on_enqueued), as_json=as_json, detach=detach,
+                     total=sum(s.selection.total for s in resolved.specs if s.uploaded_log is None),
+                     label=resolved.evaluation.key)
 
 
-def _submit_and_wait(start, *, as_json: bool, detach: bool) -> None:  # noqa: ANN001
-    """Start a run (in-process worker on the embedded default), then wait with a progress bar."""
+def _submit_and_wait(start, *, as_json: bool, detach: bool, total: int | None = None,  # noqa: ANN001
+                     label: str = "run") -> None:
+    """Start a run (in-process worker on the embedded default), then wait with a progress bar.
+    `start(on_enqueued)` submits and returns the run id."""
+    from services.progress import RunProgress
     from services.runs import wait_for_run
 
     settings = get_settings()
@@ -90,15 +94,15 @@ def _submit_and_wait(start, *, as_json: bool, detach: bool) -> None:  # noqa: AN
             from services.embedded import embedded_worker
 
             stack.enter_context(embedded_worker(settings.concurrency))
-        try:
-            run_id = start()
-        except EvalfleetError as exc:
-            _fail(exc)
-        if detach:
-            click.echo(run_id)
-            return
-        with _progress(enabled=not as_json) as show:
-            report = wait_for_run(run_id, on_progress=show)
+        with RunProgress(err, enabled=not as_json and not detach, total=total, label=label) as progress:
+            try:
+                run_id = start(progress.enqueued)
+            except EvalfleetError as exc:
+                _fail(exc)
+            if detach:
+                click.echo(run_id)
+                return
+            report = wait_for_run(run_id, on_progress=progress.update)
     _finish(report, as_json)
 
 
@@ -117,7 +121,7 @@ def retry(source: str, as_json: bool, detach: bool, concurrency: int | None, **o
     from services.retry import retry_run
 
     _apply(concurrency=concurrency, **options)
-    _submit_and_wait(lambda: retry_run(source), as_json=as_json, detach=detach)
+    _submit_and_wait(lambda on_enqueued: retry_run(source, on_enqueued), as_json=as_json, detach=detach)
 
 
 @main.command()
@@ -297,34 +301,6 @@ def schema() -> None:
     from shared.log import task_result_log_schema
 
     click.echo(json.dumps(task_result_log_schema(), indent=2))
-
-
-def _progress(enabled: bool):
-    if not enabled or not err.is_terminal:
-        return nullcontext(None)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:.0f} samples/s"), TextColumn("[red]{task.fields[errors]} errors"),
-        TimeElapsedColumn(), console=err, transient=True,
-    )
-
-    class _Bar:
-        def __enter__(self):
-            progress.__enter__()
-            self.task = None
-            return self.update
-
-        def update(self, report) -> None:  # noqa: ANN001
-            if self.task is None:
-                self.task = progress.add_task(report.evaluation, total=report.total, rate=0.0, errors=0)
-            elapsed = progress.tasks[0].elapsed or 0
-            progress.update(self.task, completed=report.done, errors=report.errors,
-                            rate=report.done / elapsed if elapsed else 0.0)
-
-        def __exit__(self, *exc):  # noqa: ANN002
-            return progress.__exit__(*exc)
-
-    return _Bar()
 
 
 def _report_json(report) -> str:  # noqa: ANN001

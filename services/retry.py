@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from sqlalchemy import select
 
 from services.resolver import select_for
-from services.submitter import create_run, enqueue_samples, fail_submission
+from services.submitter import ProgressCallback, create_run, enqueue_samples, fail_submission
 from shared.db import get_engine, runs, sample_results, task_results
 from shared.errors import EvalfleetError, RunNotFound
 from shared.log import SampleRecord, read_task_result_log
@@ -30,7 +30,7 @@ def source_run_id(source: str) -> str:
         raise EvalfleetError(f"cannot read task result log {source}: {exc}") from None
 
 
-def retry_run(source: str) -> str:
+def retry_run(source: str, on_progress: ProgressCallback | None = None) -> str:
     """Start the retry of a run (by id or by one of its logs); returns the new run's id."""
     old_run_id = source_run_id(source)
     with get_engine().connect() as connection:
@@ -55,7 +55,7 @@ def retry_run(source: str) -> str:
                     dispatch_aggregation(claimed, item.spec)
         reused.append(kept)
     try:
-        enqueue_samples(specs, new_ids, skip=lambda index, sample_id: sample_id in reused[index])
+        enqueue_samples(specs, new_ids, on_progress, skip=lambda index, sample_id: sample_id in reused[index])
     except Exception as exc:  # noqa: BLE001 - kombu's broker errors
         fail_submission(run_id, exc)
     return run_id
