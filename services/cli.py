@@ -289,7 +289,7 @@ def reindex(**options: str | None) -> None:
     from shared.result_store import result_store
 
     _apply(**options)
-    cache = result_store()
+    cache = result_store(auto_reindex=False)
     if cache.redis is None:
         raise BadInput("no Redis configured (EVALFLEET_REDIS_URL, or a redis:// broker): nothing to index")
     err.print(f"indexed {cache.reindex()} cached results")

@@ -63,9 +63,9 @@ def load_uploaded_log(location: str, spec: ResolvedTaskSpec, selection: Selectio
     mismatches = []
     if logged.task != spec.task:
         mismatches.append("task (key, template or config)")
-    if (logged.model and (logged.model.key, logged.model.provider, logged.model.name)) != (
-            spec.model and (spec.model.key, spec.model.provider, spec.model.name)):
-        mismatches.append("model")
+    if (logged.model and (logged.model.key, model_identity(logged.model))) != (
+            spec.model and (spec.model.key, model_identity(spec.model))):
+        mismatches.append("model (key, provider, name, endpoint or generation settings)")
     if logged.dataset.key != spec.dataset.key:
         mismatches.append("dataset")
     if not mismatches:

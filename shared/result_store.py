@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from pydantic import BaseModel, Field
 
@@ -48,11 +49,16 @@ def _relpath(key: str) -> str:
     return f"results/{key[:2]}/{key}.json"
 
 
+REINDEX_CHECK_S = 2.0
+
+
 class ResultStore:
-    def __init__(self, blobs: LocalStore | S3Store, redis=None):  # noqa: ANN001
+    def __init__(self, blobs: LocalStore | S3Store, redis=None, *, auto_reindex: bool = True):  # noqa: ANN001
         self.blobs = blobs
         self.redis = redis
-        if redis is not None:
+        self.auto_reindex = auto_reindex and redis is not None
+        self._next_index_check = 0.0
+        if self.auto_reindex:
             self._ensure_index()
 
     def lookup(self, inference_key: str, score_key: str) -> tuple[CachedInference | None, CachedScores | None]:
@@ -67,6 +73,7 @@ class ResultStore:
                         CachedScores.model_validate_json(raw_scores) if raw_scores else None)
             if index_complete:
                 return None, None
+            self._ensure_index()
         entry = self._read_entry(inference_key)
         if entry is None:
             return None, None
@@ -77,29 +84,49 @@ class ResultStore:
     def save(self, inference_key: str, inference: CachedInference, score_key: str,
              scores: CachedScores | None, *, known: bool = False) -> None:
         """Store an output and its scores. Durable first, then the index, so Redis never names a
-        result the durable store lacks. `known`: the entry exists (a cache hit) and only gains scores."""
+        result the durable store lacks. `known`: the output may be cached already; if it is the
+        same output, the new scores join the ones there, otherwise the entry is replaced (scores
+        belong to the output they were computed from)."""
         entry = self._read_entry(inference_key) if known else None
-        if entry is None:
+        extends = entry is not None and entry.inference.output == inference.output
+        if not extends:
             entry = StoreEntry(inference=inference)
         if scores is not None:
             entry.scores[score_key] = scores
         self.blobs.write_bytes(_relpath(inference_key), entry.model_dump_json().encode())
-        if self.redis is not None:
-            fields = {INFERENCE_FIELD: entry.inference.model_dump_json()}
-            if scores is not None:
-                fields[score_key] = scores.model_dump_json()
-            self.redis.hset(keys.cached_result(inference_key), mapping=fields)
+        if self.redis is None:
+            return
+        if extends and scores is not None:
+            self.redis.hset(keys.cached_result(inference_key), score_key, scores.model_dump_json())
+        elif not extends:
+            self._index(inference_key, entry)
 
     def _read_entry(self, inference_key: str) -> StoreEntry | None:
         raw = self.blobs.read_bytes(_relpath(inference_key))
-        return None if raw is None else StoreEntry.model_validate_json(raw)
+        if raw is None:
+            return None
+        try:
+            return StoreEntry.model_validate_json(raw)
+        except ValueError:
+            logger.warning("ignoring an unreadable result store entry %s", _relpath(inference_key))
+            return None
 
     def _index(self, inference_key: str, entry: StoreEntry, pipe=None) -> None:  # noqa: ANN001
+        """Make the Redis hash exactly the entry: fields of an older entry must not survive."""
         fields = {INFERENCE_FIELD: entry.inference.model_dump_json()}
         fields.update({k: v.model_dump_json() for k, v in entry.scores.items()})
-        (pipe or self.redis).hset(keys.cached_result(inference_key), mapping=fields)
+        target = pipe if pipe is not None else self.redis.pipeline(transaction=True)
+        target.delete(keys.cached_result(inference_key))
+        target.hset(keys.cached_result(inference_key), mapping=fields)
+        if pipe is None:
+            target.execute()
 
     def _ensure_index(self) -> None:
+        """Start a reindex in the background when the index is incomplete and nobody else is
+        rebuilding it; asked at most every REINDEX_CHECK_S seconds."""
+        if not self.auto_reindex or time.monotonic() < self._next_index_check:
+            return
+        self._next_index_check = time.monotonic() + REINDEX_CHECK_S
         if self.redis.exists(keys.STORE_INDEX_COMPLETE):
             return
         if self.redis.set(keys.STORE_REINDEX_LOCK, "1", nx=True, ex=REINDEX_LOCK_S):
@@ -120,7 +147,7 @@ class ResultStore:
                 try:
                     entry = StoreEntry.model_validate_json(raw)
                 except ValueError:
-                    logger.warning("skipping unreadable result store entry %s", relpath)
+                    logger.warning("skipping an unreadable result store entry %s", relpath)
                     continue
                 self._index(name[: -len(".json")], entry, pipe)
                 count += 1
@@ -148,13 +175,14 @@ def redis_client(settings: Settings):  # noqa: ANN201
                                 retry_on_timeout=True)
 
 
-def result_store() -> ResultStore:
+def result_store(*, auto_reindex: bool = True) -> ResultStore:
     """This process's result store, built from the settings on first use."""
     global _store
     with _store_lock:
         if _store is None:
             settings = get_settings()
-            _store = ResultStore(store_for(settings.effective_store_url), redis_client(settings))
+            _store = ResultStore(store_for(settings.effective_store_url), redis_client(settings),
+                                 auto_reindex=auto_reindex)
         return _store
 
 

@@ -177,7 +177,7 @@ def run_cancelled(run_id: str) -> bool:
 def _lookup(ikey: str, skey: str) -> tuple[CachedInference | None, CachedScores | None]:
     try:
         return result_store().lookup(ikey, skey)
-    except (StoreError, RedisError) as exc:
+    except (StoreError, RedisError, ValueError) as exc:
         # An unreachable store costs a model call, never the sample.
         logger.warning("result store lookup failed, treating as a miss: %s", exc)
         return None, None
