@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from services.cli import main
 from shared.errors import StoreError
-from shared.log import ScorerResult, TaskResultLog, finite_or_none, list_task_result_logs
+from shared.log import ScorerResult, TaskResultLog, finite_or_none, list_task_result_logs, task_result_log_schema
 from shared.storage import LocalStore
 
 
@@ -56,3 +57,9 @@ def test_a_log_store_refuses_paths_outside_its_root(tmp_path):
     for relpath in ("../escape.json", "/abs.json", "a/../../b.json"):
         with pytest.raises(StoreError):
             store.uri(relpath)
+
+
+def test_the_schema_linked_from_the_readme_is_the_generated_one():
+    committed = Path(__file__).resolve().parents[2] / "docs" / "task_result_log.schema.json"
+    assert json.loads(committed.read_text()) == task_result_log_schema(), (
+        "docs/task_result_log.schema.json is stale: regenerate it with `evalfleet schema`")
