@@ -11,7 +11,13 @@ from click.testing import CliRunner
 
 from services.cli import main
 from shared.errors import StoreError
-from shared.log import ScorerResult, TaskResultLog, finite_or_none, list_task_result_logs, task_result_log_schema
+from shared.log import (
+    ScorerResult,
+    TaskResultLog,
+    finite_or_none,
+    list_task_result_logs,
+    task_result_log_schema,
+)
 from shared.storage import LocalStore
 
 
