@@ -7,12 +7,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from celery.app.trace import setup_worker_optimizations
 from celery.worker import WorkController
 from celery.worker import state as worker_state
 
 from workers.app import app
 
 STOP_TIMEOUT_S = 30
+EMBEDDED_HOSTNAME = "embedded@localhost"
 WAKE_TASK = "evalfleet.embedded.wake"
 
 
@@ -34,8 +36,10 @@ class _EmbeddedWorker(WorkController):
 def embedded_worker(concurrency: int) -> Iterator[WorkController]:
     app.finalize()
     app.set_current()
+    # What `celery worker` does at start: without it tasks see the machine's name as their host.
+    setup_worker_optimizations(app, EMBEDDED_HOSTNAME)
     worker = _EmbeddedWorker(
-        app=app, hostname="embedded@localhost", pool="threads", concurrency=concurrency,
+        app=app, hostname=EMBEDDED_HOSTNAME, pool="threads", concurrency=concurrency,
         without_heartbeat=True, without_mingle=True, without_gossip=True, loglevel="WARNING",
         ready_callback=None,
     )

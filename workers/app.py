@@ -22,8 +22,15 @@ app = Celery("evalfleet", include=["workers.sample", "services.aggregator"])
 
 def configure_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
+    broker_url = settings.broker_url or EMBEDDED_BROKER
+    if app.conf.broker_url and app.conf.broker_url != broker_url:
+        app.close()  # connection and producer pools belong to the old broker
+    if "amqp" in app.__dict__:
+        # Celery derives its queue declarations once; a new default queue needs them again.
+        for derived in ("queues", "default_queue"):
+            app.amqp.__dict__.pop(derived, None)
     app.conf.update(
-        broker_url=settings.broker_url or EMBEDDED_BROKER,
+        broker_url=broker_url,
         task_serializer="json",
         accept_content=["json"],
         result_accept_content=["json"],

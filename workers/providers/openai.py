@@ -10,6 +10,8 @@ import os
 import random
 import threading
 import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import openai
 
@@ -21,6 +23,7 @@ from workers.providers import ModelOutput, Provider, ProviderError
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
+RETRY_AFTER_MAX_S = 120.0
 
 
 class OpenAIProvider(Provider):
@@ -58,9 +61,9 @@ class OpenAIProvider(Provider):
         attempt = 0
         while True:
             attempt += 1
-            started = time.perf_counter()
             try:
                 with self.limiter.slot():
+                    started = time.perf_counter()  # latency of the call, not of the wait for a slot
                     response = client.chat.completions.create(
                         model=self.model.name,
                         messages=[{"role": "user", "content": prompt}],
@@ -98,11 +101,26 @@ def _provider_error(exc: openai.APIError, attempts: int, api_key: str | None) ->
 
 
 def _retry_delay(exc: openai.APIError, attempt: int) -> float:
+    """The server's wish (`retry-after-ms`, or `Retry-After` in seconds or as an HTTP date), else
+    exponential backoff with full jitter."""
     response = getattr(exc, "response", None)
-    header = response.headers.get("retry-after") if response is not None else None
-    if header:
-        try:
-            return min(float(header), BACKOFF_MAX_S * 4)
-        except ValueError:
-            pass
+    headers = response.headers if response is not None else {}
+    wished = _header_seconds(headers.get("retry-after-ms"), scale=0.001)
+    if wished is None:
+        wished = _header_seconds(headers.get("retry-after"))
+    if wished is not None:
+        return min(max(wished, 0.0), RETRY_AFTER_MAX_S)
     return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1)))
+
+
+def _header_seconds(value: str | None, scale: float = 1.0) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value) * scale
+    except ValueError:
+        pass
+    try:
+        return (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+    except (TypeError, ValueError):
+        return None
