@@ -43,6 +43,10 @@ def configure_app(settings: Settings | None = None) -> Celery:
         task_default_queue=settings.queue,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
+            # Sweep for a dead worker's unacknowledged samples every few seconds (kombu's defaults
+            # scan about every 100 s), so they come back soon after the visibility timeout.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 2)),
+            "unacked_restore_throttle": 1,
             # The in-memory transport polls; its 1 s default would idle the embedded worker.
             **({"polling_interval": 0.005} if not settings.broker_url else {}),
         },

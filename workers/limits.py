@@ -5,6 +5,7 @@ Without Redis (the embedded default) the same limits hold within the process."""
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -12,12 +13,16 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from redis.exceptions import RedisError
+
 from shared import keys
 from shared.plan import ResolvedModel
 from shared.result_store import redis_client
 from shared.settings import get_settings
 
+logger = logging.getLogger(__name__)
 LEASE_MARGIN_S = 30.0
+REDIS_RETRY_S = 0.5
 # One thread per process polls for a free lease while the others queue behind it locally, so a
 # short poll interval costs Redis a few calls per second per process, not per thread.
 WAIT_MIN_S, WAIT_MAX_S = 0.002, 0.02
@@ -69,14 +74,24 @@ class ModelLimiter:
         with self._poller:
             while True:
                 now = time.time()
-                if self._acquire(keys=[leases], args=[self.model.max_connections, now, now + self.lease_s, token]):
-                    break
+                try:
+                    if self._acquire(keys=[leases],
+                                     args=[self.model.max_connections, now, now + self.lease_s, token]):
+                        break
+                except RedisError as exc:
+                    # Redis restarting: wait for it rather than fail the sample; the cap is
+                    # kept, since nobody acquires a lease meanwhile.
+                    logger.warning("waiting for Redis to take a lease on model %s: %s", self.model.key, exc)
+                    delay = REDIS_RETRY_S
                 time.sleep(random.uniform(WAIT_MIN_S, delay))
                 delay = min(WAIT_MAX_S, delay * 2)
         try:
             yield
         finally:
-            self.redis.zrem(leases, token)
+            try:
+                self.redis.zrem(leases, token)
+            except RedisError:
+                pass  # the lease expires by itself; a paid-for answer must not be lost over it
 
     def _wait_for_rpm(self) -> None:
         limit = self.model.requests_per_minute
