@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from shared import keys
 from shared.plan import ResolvedModel
+from shared.process_cache import PerConfiguration
 from shared.result_store import redis_client
 from shared.settings import get_settings
 
@@ -110,19 +111,13 @@ class ModelLimiter:
             time.sleep(max(0.01, (minute + 1) * 60 - time.time()) + random.uniform(0, 0.5))
 
 
-_limiters: dict[str, ModelLimiter] = {}
-_lock = threading.Lock()
+_limiters: PerConfiguration[ModelLimiter] = PerConfiguration(
+    lambda model: ModelLimiter(model, redis_client(get_settings())))
 
 
 def limiter_for(model: ResolvedModel) -> ModelLimiter:
-    with _lock:
-        cache_key = model.model_dump_json()
-        limiter = _limiters.get(cache_key)
-        if limiter is None:
-            limiter = _limiters[cache_key] = ModelLimiter(model, redis_client(get_settings()))
-        return limiter
+    return _limiters.get(model)
 
 
 def reset_limiters() -> None:
-    with _lock:
-        _limiters.clear()
+    _limiters.clear()

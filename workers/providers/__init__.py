@@ -3,10 +3,10 @@ per model per process is kept, so no sample pays for connection setup."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 from shared.plan import ResolvedModel
+from shared.process_cache import PerConfiguration
 from shared.samples import Sample
 
 
@@ -36,17 +36,8 @@ class Provider:
         raise NotImplementedError
 
 
-_providers: dict[str, Provider] = {}
-_lock = threading.Lock()
-
-
 def provider_for(model: ResolvedModel) -> Provider:
-    with _lock:
-        cache_key = model.model_dump_json()
-        provider = _providers.get(cache_key)
-        if provider is None:
-            provider = _providers[cache_key] = _build(model)
-        return provider
+    return _providers.get(model)
 
 
 def _build(model: ResolvedModel) -> Provider:
@@ -61,3 +52,6 @@ def _build(model: ResolvedModel) -> Provider:
     from workers.providers.python import PythonProvider
 
     return PythonProvider(model)
+
+
+_providers: PerConfiguration[Provider] = PerConfiguration(_build)

@@ -3,11 +3,10 @@ subclass `Task` in a module here and list it in `BUILTIN_TASKS`."""
 
 from __future__ import annotations
 
-import threading
-
 from shared.entrypoints import load_entrypoint
 from shared.errors import SpecError
 from shared.plan import ResolvedDataset, ResolvedTask
+from shared.process_cache import PerConfiguration
 from workers.tasks.base import Task, TaskConfig
 from workers.tasks.data_quality import CompletenessTask, UniquenessTask
 from workers.tasks.multiple_choice import MultipleChoiceTask
@@ -35,16 +34,14 @@ def task_class(task: ResolvedTask, *, file: str | None = None, field: str | None
     return cls
 
 
-_loaded: dict[str, Task] = {}
-_lock = threading.Lock()
+def _build_task(task: ResolvedTask, dataset: ResolvedDataset) -> Task:
+    cls = task_class(task)
+    return cls(cls.validate_config(task.config), dataset)
+
+
+_loaded: PerConfiguration[Task] = PerConfiguration(_build_task)
 
 
 def load_task(task: ResolvedTask, dataset: ResolvedDataset) -> Task:
     """The task object for a resolved task, built once per process."""
-    with _lock:
-        cache_key = task.model_dump_json() + dataset.model_dump_json()
-        loaded = _loaded.get(cache_key)
-        if loaded is None:
-            cls = task_class(task)
-            loaded = _loaded[cache_key] = cls(cls.validate_config(task.config), dataset)
-        return loaded
+    return _loaded.get(task, dataset)
