@@ -18,9 +18,13 @@ from shared.errors import EvalfleetError
 from shared.plan import ResolvedEvaluation
 from shared.samples import iter_selected
 from workers.app import SampleSender, broker_address, dispatch_aggregation, queue_for
+from workers.results import PendingResult, record_results
+from workers.sample import cached_sample, execution_for
 
 ProgressCallback = Callable[[int], None]
 SkipPredicate = Callable[[int, str], bool]
+HIT_BATCH = 500
+PROBE = 200
 
 
 def validate_run_file(path: str | Path) -> ResolvedRunFile:
@@ -62,24 +66,51 @@ def create_run(evaluation: ResolvedEvaluation, specs: Sequence[ResolvedSpec],
 def enqueue_samples(specs: Sequence[ResolvedSpec], task_result_ids: list[int],
                     on_progress: ProgressCallback | None = None, skip: SkipPredicate | None = None) -> int:
     """One message per selected sample, published over one broker connection. `skip(index,
-    sample_id)` leaves out samples that already have a result (retry)."""
-    sent = 0
+    sample_id)` leaves out samples that already have a result (retry).
+
+    With `reuse`, a sample whose output and scores are both in the result store is recorded here
+    and never enqueued: a cache hit then costs one store lookup, not a round trip through the
+    broker and a worker. Returns how many samples were enqueued or recorded."""
+    handled = 0
     with SampleSender() as sender:
         for index, (item, task_result_id) in enumerate(zip(specs, task_result_ids, strict=True)):
             if item.uploaded_log is not None:
                 continue
             queue = queue_for(item.spec)
+            execution = execution_for(task_result_id)
+            hits: list[PendingResult] = []
+            looked_up = found = 0
             for position, sample in iter_selected(item.spec.dataset, item.selection,
                                                   needs_input=item.needs_input, needs_target=item.needs_target):
                 if skip is not None and skip(index, sample.id):
                     continue
-                sender.send(task_result_id, position, sample.model_dump(mode="json"), queue)
-                sent += 1
-                if on_progress is not None and sent % 500 == 0:
-                    on_progress(sent)
+                # A fresh evaluation finds nothing: once the first PROBE lookups all missed, stop
+                # asking here (workers still check the store for every sample).
+                record = None
+                if found or looked_up < PROBE:
+                    record = cached_sample(execution, sample, position)
+                    looked_up += 1
+                if record is None:
+                    sender.send(task_result_id, position, sample.model_dump(mode="json"), queue)
+                else:
+                    found += 1
+                    hits.append(PendingResult(task_result_id, record, None))
+                    if len(hits) >= HIT_BATCH:
+                        _record_hits(hits, item)
+                handled += 1
+                if on_progress is not None and handled % 500 == 0:
+                    on_progress(handled)
+            _record_hits(hits, item)
     if on_progress is not None:
-        on_progress(sent)
-    return sent
+        on_progress(handled)
+    return handled
+
+
+def _record_hits(hits: list[PendingResult], item: ResolvedSpec) -> None:
+    if hits:
+        for claimed in record_results(get_engine(), hits):
+            dispatch_aggregation(claimed, item.spec)
+        hits.clear()
 
 
 def submit(path: str | Path, on_progress: ProgressCallback | None = None) -> str:

@@ -31,6 +31,8 @@ from workers.tasks import Task, load_task
 
 logger = logging.getLogger(__name__)
 RECORD_RETRY_MAX_S = 60
+# The `worker` of samples served whole from the result store at submission.
+CACHE_WORKER = "result-store"
 
 
 @dataclass(frozen=True)
@@ -109,9 +111,7 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
         if execution.provider is None:
             scores = task.score(sample, output)
         else:
-            prompt = task.prompt(sample)
-            ikey = inference_key(execution.model_identity, execution.task_identity, prompt, sample)
-            skey = score_key(ikey, execution.scorer_identity)
+            prompt, ikey, skey = cache_keys(execution, sample)
             hit, hit_scores = _lookup(ikey, skey) if execution.reads_cache else (None, None)
             if hit is not None:
                 cached = True
@@ -156,6 +156,34 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
         completed_at=now(),
     )
     return record, task.group_key(sample) if task.scores_population else None
+
+
+def cache_keys(execution: Execution, sample: Sample) -> tuple[str, str, str]:
+    """The prompt a sample sends, and its inference and score keys."""
+    prompt = execution.task.prompt(sample)
+    ikey = inference_key(execution.model_identity, execution.task_identity, prompt, sample)
+    return prompt, ikey, score_key(ikey, execution.scorer_identity)
+
+
+def cached_sample(execution: Execution, sample: Sample, position: int) -> SampleRecord | None:
+    """The sample's record when the result store holds both its output and its scores (and the
+    policy reads the cache); None when a worker must run it."""
+    if execution.provider is None or not execution.reads_cache:
+        return None
+    try:
+        prompt, ikey, skey = cache_keys(execution, sample)
+    except Exception:  # noqa: BLE001 - the worker will record why the prompt cannot be built
+        return None
+    hit, hit_scores = _lookup(ikey, skey)
+    if hit is None or hit_scores is None:
+        return None
+    moment = now()
+    return SampleRecord(
+        id=sample.id, position=position, input=sample.input, target=sample.target, metadata=sample.metadata,
+        prompt=prompt if prompt != sample.input else None, output=hit.output, scores=hit_scores.scores,
+        usage=hit.usage, latency_ms=hit.latency_ms, model_calls=0, cached=True, worker=CACHE_WORKER,
+        started_at=moment, completed_at=moment,
+    )
 
 
 _cancelled: dict[str, tuple[float, bool]] = {}
