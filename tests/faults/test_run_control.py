@@ -139,8 +139,10 @@ def test_list_shows_runs_newest_first_with_status_and_progress(redis_cluster, wo
                   models=[{"key": "m", "provider": "mock", "name": "target"}])
     bad = run_file(redis_cluster.root, "listed-bad", samples, models=[openai_model("picky", fake_openai)],
                    fail_on_error=True)
+    # no-cache: the same samples as `ok` would otherwise be served from the result store at
+    # submission, with no worker needed.
     pending = run_file(redis_cluster.root, "listed-pending", samples,
-                       models=[{"key": "m", "provider": "mock", "name": "target"}])
+                       models=[{"key": "m", "provider": "mock", "name": "target"}], cache_policy="no-cache")
     workers.start(1, concurrency=4, env={"FAKE_OPENAI_KEY": "sk-test"})
     first = wait_in_process(submit_in_process(ok))
     second = wait_in_process(submit_in_process(bad))

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from shared.plan import ResolvedModel
 from shared.samples import Sample
@@ -28,6 +29,7 @@ RETRY_AFTER_MAX_S = 120.0
 
 class OpenAIProvider(Provider):
     def __init__(self, model: ResolvedModel):
+        _build_response_models()
         self.model = model
         self._clients: dict[tuple[str | None, str | None], openai.OpenAI] = {}
         self._lock = threading.Lock()
@@ -78,6 +80,8 @@ class OpenAIProvider(Provider):
                     raise error from None
                 time.sleep(delay)
                 continue
+            except Exception as exc:  # noqa: BLE001 - e.g. an unparsable answer: the call was still made
+                raise ProviderError(_scrub(str(exc), api_key), attempts=attempt, type_name=type(exc).__name__) from None
             latency_ms = (time.perf_counter() - started) * 1000
             choice = response.choices[0] if response.choices else None
             usage = response.usage
@@ -93,11 +97,29 @@ class OpenAIProvider(Provider):
 def _provider_error(exc: openai.APIError, attempts: int, api_key: str | None) -> ProviderError:
     status = getattr(exc, "status_code", None)
     retryable = isinstance(exc, openai.APIConnectionError) or status in RETRYABLE_STATUS
-    message = str(getattr(exc, "message", None) or exc)
-    if api_key:
-        message = message.replace(api_key, "***")
-    return ProviderError(message[:2000], status_code=status, attempts=attempts, retryable=retryable,
+    message = _scrub(str(getattr(exc, "message", None) or exc), api_key)
+    return ProviderError(message, status_code=status, attempts=attempts, retryable=retryable,
                          type_name=type(exc).__name__)
+
+
+def _scrub(message: str, api_key: str | None) -> str:
+    """Error text fit to keep: never the key (servers echo it), never unbounded."""
+    return (message.replace(api_key, "***") if api_key else message)[:2000]
+
+
+_models_built = threading.Lock()
+
+
+def _build_response_models() -> None:
+    """Parse one response up front, in one thread: pydantic builds the client's response models
+    lazily, and many worker threads doing that at once can fail inside the library."""
+    with _models_built:
+        ChatCompletion.model_validate({
+            "id": "warm-up", "object": "chat.completion", "created": 0, "model": "warm-up",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": ""}}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        })
 
 
 def _retry_delay(exc: openai.APIError, attempt: int) -> float:
