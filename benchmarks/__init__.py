@@ -1,0 +1,1 @@
+"""The evalfleet benchmark harness: `python -m benchmarks.run`."""

@@ -1,0 +1,1 @@
+"""Pieces of the benchmark harness; the entry point is benchmarks/run.py."""

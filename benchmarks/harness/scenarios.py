@@ -1,0 +1,691 @@
+"""The scenarios. Each one starts what it needs, measures `repeats` times, stops everything in a
+finally block, and returns a `Result`: raw figures of every repeat, medians, targets and checks."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import statistics
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import workload
+from benchmarks.harness.cluster import FakeOpenAI, Place, RedisDb, Workers
+from benchmarks.harness.system import (
+    WORK,
+    CpuMeter,
+    Deadline,
+    RssSampler,
+    ScenarioTimeout,
+    log,
+    run_process,
+    wait_for_quiet,
+)
+
+INSPECT_VENV = WORK / "inspect-venv"
+INSPECT_DRIVER = Path(__file__).with_name("inspect_driver.py")
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    name: str
+    target: str
+    unit: str
+    runs: list[float] = field(default_factory=list)
+    median: float | None = None
+    passed: bool | None = None
+    note: str = ""
+
+    def settle(self, predicate: Callable[[float], bool], value: float | None = None) -> Check:
+        if value is None and self.runs:
+            value = statistics.median(self.runs)
+        self.median = value
+        self.passed = None if value is None else bool(predicate(value))
+        return self
+
+
+@dataclass
+class Result:
+    id: str
+    title: str
+    targets: str
+    config: dict[str, Any] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    duration_s: float = 0.0
+    measured_at: str = ""
+    evalfleet_git: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        if not self.checks:
+            return "info"
+        if any(c.passed is None for c in self.checks):
+            return "incomplete"
+        return "pass" if all(c.passed for c in self.checks) else "fail"
+
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["status"] = self.status
+        return document
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+@dataclass
+class Context:
+    repeats: int
+    quick: bool
+    redis: RedisDb
+    quiet_wait_s: float
+    timeout_scale: float
+    inspect_install: bool = True
+    inspect: Result | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def size(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    def budget(self, seconds: float) -> float:
+        return seconds * self.timeout_scale
+
+
+def _quiet(ctx: Context) -> dict[str, Any]:
+    if ctx.quiet_wait_s <= 0:
+        return {}
+    return wait_for_quiet(ctx.quiet_wait_s)
+
+
+def _mock_budget(samples: int) -> float:
+    """A generous bound for a zero-latency run: 60 s plus 25 samples/s."""
+    return 60 + samples / 25
+
+
+# -- evalfleet runs --------------------------------------------------------------------------------
+
+
+def _driver(place: Place, *args: str, timeout: float, name: str) -> dict[str, Any]:
+    completed = run_process([sys.executable, "-m", "benchmarks.harness.driver", *args], env=place.env(),
+                            cwd=place.root, timeout=timeout, name=name)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{name} exited {completed.returncode}:\n{completed.stderr[-3000:]}")
+    lines = [line for line in completed.stdout.splitlines() if line.strip()]
+    result = json.loads(lines[-1])
+    result["process_wall_s"] = completed.wall_s
+    return result
+
+
+def _log_stats(path: str) -> dict[str, Any]:
+    """Counts and stats of a task result log (parsed whole: the harness is not what is measured)."""
+    with open(path, encoding="utf-8") as handle:
+        document = json.load(handle)
+    samples = document["samples"]
+    errors = [s["error"] for s in samples if s.get("error")]
+    first = f"{errors[0]['type']}: {errors[0]['message'].splitlines()[0][:200]}" if errors else None
+    return {"status": document["status"], "samples": len(samples), "errors": len(errors), "first_error": first,
+            "stats": document["stats"], "size_mb": round(Path(path).stat().st_size / 1e6, 1)}
+
+
+def evalfleet_run(place: Place, run_file: Path, samples: int, *, timeout: float, name: str,
+                  concurrency: int | None = None) -> dict[str, Any]:
+    """`evalfleet run --json` in a driver process; throughput from submit to the last log written."""
+    args = ["run", str(run_file)] + (["--concurrency", str(concurrency)] if concurrency else [])
+    meter = CpuMeter()
+    result = _driver(place, *args, timeout=timeout, name=name)
+    cpu = meter.stop()
+    report = result["report"]
+    (task_result,) = report["task_results"]
+    if report["status"] != "success" or task_result["done"] != samples:
+        raise RuntimeError(f"{name}: run {report['status']}, {task_result['done']}/{samples} done, "
+                           f"error {report.get('error') or task_result.get('error')}")
+    log_path = task_result["log_path"]
+    to_last_log = Path(log_path).stat().st_mtime - result["started_epoch"]
+    stats = _log_stats(log_path)
+    if stats["samples"] != samples:
+        raise RuntimeError(f"{name}: the log holds {stats['samples']} samples, expected {samples}")
+    run = {
+        "samples": samples,
+        "submit_to_last_log_s": round(to_last_log, 3),
+        "cli_wall_s": round(result["wall_s"], 3),
+        "process_wall_s": round(result["process_wall_s"], 3),
+        "log_duration_s": round(stats["stats"]["duration_s"], 3),
+        "throughput_sps": round(samples / to_last_log, 1),
+        "errors": task_result["errors"],
+        "first_error": stats["first_error"],
+        "model_calls": task_result["model_calls"],
+        "cache_hits": task_result["cache_hits"],
+        "log_size_mb": stats["size_mb"],
+        "run_id": report["run_id"],
+        "log_path": log_path,
+        "driver_peak_rss_mb": round(result["peak_rss_kb"] / 1024, 1),
+        "cpu": cpu,
+    }
+    log(f"    {name}: {samples} samples in {to_last_log:.2f} s = {run['throughput_sps']:.0f} samples/s "
+        f"(model calls {run['model_calls']}, cache hits {run['cache_hits']}, "
+        f"other load {cpu['other_share']:.0%})")
+    if run["errors"]:
+        log(f"    WARNING {name}: {run['errors']} sample(s) failed; first: {run['first_error']}")
+    return run
+
+
+# -- Inspect AI --------------------------------------------------------------------------------------
+
+
+def ensure_inspect_venv(install: bool) -> Path:
+    python = INSPECT_VENV / "bin" / "python"
+    check = [str(python), "-c", "import inspect_ai"]
+    import subprocess
+
+    if python.exists() and subprocess.run(check, capture_output=True, timeout=120).returncode == 0:
+        return python
+    if not install:
+        raise RuntimeError(f"no Inspect AI in {INSPECT_VENV} and --no-inspect-install given")
+    log(f"  installing inspect-ai into {INSPECT_VENV} (python -m venv + pip; a few minutes)")
+    subprocess.run([sys.executable, "-m", "venv", str(INSPECT_VENV)], check=True, timeout=300)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "inspect-ai"],
+                   check=True, timeout=1800)
+    return python
+
+
+def inspect_version(install: bool = False) -> str | None:
+    import subprocess
+
+    python = INSPECT_VENV / "bin" / "python"
+    if not python.exists():
+        return None
+    out = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('inspect-ai'))"],
+                         capture_output=True, text=True, timeout=120)
+    return out.stdout.strip() or None
+
+
+def inspect_baseline(ctx: Context) -> Result:
+    """Inspect AI on the same 20,000 samples with mockllm/model: the reference of scenarios 1 and 2."""
+    if ctx.inspect is not None:
+        return ctx.inspect
+    samples = ctx.size(20_000, 2_000)
+    from datetime import UTC, datetime
+
+    result = Result("ref", "Inspect AI reference: same samples, mockllm/model, includes()",
+                    "reference for 1 and 2", config={"samples": samples, "model": "mockllm/model",
+                                                     "display": "none"},
+                    measured_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    started = time.monotonic()
+    log(f"Inspect AI reference: {samples} samples x {ctx.repeats}")
+    try:
+        per_run = 60 + samples / 10  # a floor of 10 samples/s
+        deadline = Deadline(ctx.budget(1200 + ctx.repeats * per_run), "Inspect AI reference")
+        python = ensure_inspect_venv(ctx.inspect_install)
+        data = workload.dataset(samples)
+        rates = []
+        for repeat in range(1, ctx.repeats + 1):
+            quiet = _quiet(ctx)
+            log_dir = WORK / "inspect-logs" / f"r{repeat}"
+            meter = CpuMeter()
+            completed = run_process([str(python), str(INSPECT_DRIVER), str(data), str(log_dir)],
+                                    env=_inspect_env(), cwd=WORK,
+                                    timeout=min(deadline.remaining(), ctx.budget(per_run)),
+                                    name=f"inspect-r{repeat}")
+            cpu = meter.stop()
+            if completed.returncode != 0:
+                raise RuntimeError(f"Inspect AI exited {completed.returncode}:\n{completed.stderr[-3000:]}")
+            out = json.loads([line for line in completed.stdout.splitlines() if line.strip()][-1])
+            if out["status"] != "success" or out["completed_samples"] != samples:
+                raise RuntimeError(f"Inspect AI run {out['status']}: {out}")
+            rate = samples / out["wall_s"]
+            rates.append(round(rate, 1))
+            result.config["inspect_ai"] = out["inspect_ai"]
+            result.runs.append({"repeat": repeat, "wall_s": round(out["wall_s"], 3), "throughput_sps": round(rate, 1),
+                                "process_wall_s": round(completed.wall_s, 3), "peak_rss_mb":
+                                round(out["peak_rss_kb"] / 1024, 1), "log": out["log_location"], "cpu": cpu,
+                                "quiet_wait": quiet})
+            log(f"    inspect r{repeat}: {samples} samples in {out['wall_s']:.2f} s = {rate:.0f} samples/s "
+                f"(other load {cpu['other_share']:.0%})")
+        result.figures["throughput_sps"] = {"runs": rates, "median": median(rates)}
+    except Exception as exc:  # noqa: BLE001
+        result.error = _describe(exc)
+    result.duration_s = round(time.monotonic() - started, 1)
+    ctx.inspect = result
+    return result
+
+
+def _inspect_env() -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVALFLEET_", "INSPECT_", "OPENAI_"))
+           and k != "PYTHONDONTWRITEBYTECODE"}
+    env.update({"INSPECT_DISPLAY": "none", "PYTHONUNBUFFERED": "1", "TIKTOKEN_CACHE_DIR": str(WORK / "tiktoken")})
+    return env
+
+
+def _inspect_rate(ctx: Context) -> float | None:
+    reference = inspect_baseline(ctx)
+    return reference.figures.get("throughput_sps", {}).get("median")
+
+
+# -- scenarios -------------------------------------------------------------------------------------
+
+
+def scenario_1(ctx: Context, result: Result) -> None:
+    samples = ctx.size(20_000, 2_000)
+    concurrency = 32
+    result.config.update({"samples": samples, "workers": 2, "worker_concurrency": concurrency, "model": "mock$target",
+                          "task": "qa", "scorer": "includes", "cache_policy": "no-cache", "broker": "redis",
+                          "database": "sqlite (shared file)"})
+    rate = Check("throughput", ">= 800 samples/s", "samples/s")
+    ratio = Check("vs Inspect AI", ">= 7x", "x")
+    result.checks += [rate, ratio]
+    inspect = _inspect_rate(ctx)
+    deadline = Deadline(ctx.budget(120 + ctx.repeats * _mock_budget(samples)), "scenario 1")
+    place = Place.fresh(WORK / "s1", ctx.redis.url)
+    ctx.redis.flush()
+    run_file = workload.run_file(place.root, "s1", workload.dataset(samples))
+    with Workers(place, 2, concurrency, deadline):
+        for repeat in range(1, ctx.repeats + 1):
+            quiet = _quiet(ctx)
+            run = evalfleet_run(place, run_file, samples, timeout=min(deadline.remaining(), ctx.budget(_mock_budget(samples))),
+                                name=f"s1-r{repeat}")
+            run.update(repeat=repeat, quiet_wait=quiet)
+            result.runs.append(run)
+            rate.runs.append(run["throughput_sps"])
+    rate.settle(lambda v: v >= 800)
+    if inspect:
+        ratio.runs = [round(r / inspect, 2) for r in rate.runs]
+        ratio.note = f"Inspect AI median {inspect:.1f} samples/s"
+        ratio.settle(lambda v: v >= 7, round(rate.median / inspect, 2))
+
+
+def scenario_2(ctx: Context, result: Result) -> None:
+    samples = ctx.size(20_000, 2_000)
+    result.config.update({"samples": samples, "mode": "embedded (memory transport, in-process worker)",
+                          "concurrency": "default (32)", "model": "mock$target", "task": "qa", "scorer": "includes",
+                          "cache_policy": "no-cache", "database": "sqlite"})
+    rate = Check("throughput", "(reported)", "samples/s")
+    ratio = Check("vs Inspect AI", ">= 10x", "x")
+    result.checks.append(ratio)
+    inspect = _inspect_rate(ctx)
+    deadline = Deadline(ctx.budget(60 + ctx.repeats * _mock_budget(samples)), "scenario 2")
+    for repeat in range(1, ctx.repeats + 1):
+        place = Place.fresh(WORK / "s2", None)
+        run_file = workload.run_file(place.root, "s2", workload.dataset(samples))
+        quiet = _quiet(ctx)
+        run = evalfleet_run(place, run_file, samples, timeout=min(deadline.remaining(), ctx.budget(_mock_budget(samples))),
+                            name=f"s2-r{repeat}")
+        run.update(repeat=repeat, quiet_wait=quiet)
+        result.runs.append(run)
+        rate.runs.append(run["throughput_sps"])
+    rate.settle(lambda v: True)
+    result.figures["throughput"] = {"runs": rate.runs, "median": rate.median, "unit": "samples/s"}
+    if inspect:
+        ratio.runs = [round(r / inspect, 2) for r in rate.runs]
+        ratio.note = f"{rate.median:.0f} samples/s vs Inspect AI {inspect:.1f} samples/s"
+        ratio.settle(lambda v: v >= 10, round(rate.median / inspect, 2))
+
+
+def _latency_setup(ctx: Context, name: str, latency_ms: float) -> tuple[Place, FakeOpenAI]:
+    place = Place.fresh(WORK / name, ctx.redis.url)
+    ctx.redis.flush()
+    return place, FakeOpenAI(place, latency_ms)
+
+
+def _latency_budget(samples: int, ideal_sps: float) -> float:
+    """A bound for a latency-bound run: 60 s plus four times the ideal duration."""
+    return 60 + 4 * samples / ideal_sps
+
+
+def scenario_3(ctx: Context, result: Result) -> None:
+    samples = ctx.size(5_000, 1_000)
+    latency_ms, workers, concurrency, max_connections = 500, 2, 100, 200
+    ideal = workers * concurrency / (latency_ms / 1000)
+    result.config.update({"samples": samples, "latency_ms": latency_ms, "workers": workers,
+                          "worker_concurrency": concurrency, "max_connections": max_connections,
+                          "cache_policy": "no-cache", "ideal_sps": ideal, "provider": "openai (fake server)"})
+    efficiency = Check("efficiency (throughput / ideal 400/s)", ">= 85%", "% of ideal")
+    result.checks.append(efficiency)
+    rates = []
+    deadline = Deadline(ctx.budget(180 + ctx.repeats * _latency_budget(samples, ideal)), "scenario 3")
+    place, server = _latency_setup(ctx, "s3", latency_ms)
+    with server:
+        run_file = workload.run_file(place.root, "s3", workload.dataset(samples), model_key="fake-openai",
+                                     models=[workload.openai_model(server.base_url, max_connections)])
+        with Workers(place, workers, concurrency, deadline):
+            for repeat in range(1, ctx.repeats + 1):
+                quiet = _quiet(ctx)
+                server.reset()
+                run = evalfleet_run(place, run_file, samples, name=f"s3-r{repeat}",
+                                    timeout=min(deadline.remaining(), ctx.budget(_latency_budget(samples, ideal))))
+                stats = server.stats()
+                run.update(repeat=repeat, quiet_wait=quiet, server_requests=stats["requests"],
+                           server_max_concurrency=stats["max_concurrency"],
+                           efficiency_pct=round(100 * run["throughput_sps"] / ideal, 1))
+                result.runs.append(run)
+                rates.append(run["throughput_sps"])
+                efficiency.runs.append(run["efficiency_pct"])
+    result.figures["throughput"] = {"runs": rates, "median": median(rates), "unit": "samples/s", "ideal": ideal}
+    efficiency.note = f"median {median(rates):.0f} samples/s of ideal {ideal:.0f}"
+    efficiency.settle(lambda v: v >= 85)
+
+
+def scenario_4(ctx: Context, result: Result) -> None:
+    latency_ms, concurrency, seconds = 1000, 50, ctx.size(12, 4)
+    counts = (1, 2, 4)
+    per_worker_ideal = concurrency / (latency_ms / 1000)
+    result.config.update({"latency_ms": latency_ms, "worker_concurrency": concurrency, "worker_counts": list(counts),
+                          "samples_per_config": {n: int(n * per_worker_ideal * seconds) for n in counts},
+                          "max_connections": 1000, "cache_policy": "no-cache", "provider": "openai (fake server)"})
+    deadline = Deadline(ctx.budget(300 + len(counts) * (60 + ctx.repeats * (60 + 4 * seconds))), "scenario 4")
+    place, server = _latency_setup(ctx, "s4", latency_ms)
+    rates: dict[int, list[float]] = {}
+    with server:
+        for n in counts:
+            samples = int(n * per_worker_ideal * seconds)
+            run_file = workload.run_file(place.root, f"s4-n{n}", workload.dataset(samples), model_key="fake-openai",
+                                         models=[workload.openai_model(server.base_url, 1000)])
+            log(f"  {n} worker(s), {samples} samples")
+            with Workers(place, n, concurrency, deadline, prefix=f"n{n}w"):
+                for repeat in range(1, ctx.repeats + 1):
+                    quiet = _quiet(ctx)
+                    server.reset()
+                    run = evalfleet_run(place, run_file, samples, name=f"s4-n{n}-r{repeat}",
+                                        timeout=min(deadline.remaining(),
+                                                    ctx.budget(_latency_budget(samples, n * per_worker_ideal))))
+                    stats = server.stats()
+                    run.update(repeat=repeat, workers=n, quiet_wait=quiet, server_requests=stats["requests"],
+                               server_max_concurrency=stats["max_concurrency"],
+                               ideal_sps=n * per_worker_ideal)
+                    result.runs.append(run)
+                    rates.setdefault(n, []).append(run["throughput_sps"])
+    base = median(rates[1])
+    result.figures["throughput_by_workers"] = {str(n): {"runs": r, "median": median(r),
+                                                        "ideal": n * per_worker_ideal} for n, r in rates.items()}
+    for n in counts[1:]:
+        check = Check(f"scaling to {n} workers: T({n}) / ({n} x T(1))", ">= 0.9", "ratio")
+        check.runs = [round(r / (n * base), 3) for r in rates[n]]
+        check.note = f"T(1) {base:.1f}, T({n}) {median(rates[n]):.1f} samples/s"
+        check.settle(lambda v: v >= 0.9, round(median(rates[n]) / (n * base), 3))
+        result.checks.append(check)
+
+
+def scenario_5(ctx: Context, result: Result) -> None:
+    samples = ctx.size(5_000, 1_000)
+    latency_ms, workers, concurrency, max_connections = 500, 2, 100, 200
+    result.config.update({"samples": samples, "latency_ms": latency_ms, "workers": workers,
+                          "worker_concurrency": concurrency, "max_connections": max_connections,
+                          "cache_policy": "reuse", "method": "per repeat: a dataset of its own (distinct samples), "
+                          "first run on the empty store, then the same run file again"})
+    speedup = Check("speed-up of the cached re-run", ">= 20x", "x")
+    calls = Check("model calls in the cached re-run (server /stats + run's model_calls)", "= 0", "calls")
+    result.checks += [speedup, calls]
+    deadline = Deadline(ctx.budget(180 + ctx.repeats * 2 * _latency_budget(samples, 400)), "scenario 5")
+    place, server = _latency_setup(ctx, "s5", latency_ms)
+    with server:
+        with Workers(place, workers, concurrency, deadline):
+            for repeat in range(1, ctx.repeats + 1):
+                data = workload.dataset(samples, prefix=f"c{repeat}")
+                run_file = workload.run_file(place.root, f"s5-r{repeat}", data, model_key="fake-openai",
+                                             models=[workload.openai_model(server.base_url, max_connections)],
+                                             cache_policy="reuse")
+                quiet = _quiet(ctx)
+                server.reset()
+                first = evalfleet_run(place, run_file, samples, name=f"s5-r{repeat}-first",
+                                      timeout=min(deadline.remaining(), ctx.budget(_latency_budget(samples, 400))))
+                first["server_requests"] = server.stats()["requests"]
+                server.reset()
+                second = evalfleet_run(place, run_file, samples, name=f"s5-r{repeat}-cached",
+                                       timeout=min(deadline.remaining(), ctx.budget(_latency_budget(samples, 400))))
+                second["server_requests"] = server.stats()["requests"]
+                ratio = first["submit_to_last_log_s"] / second["submit_to_last_log_s"]
+                result.runs.append({"repeat": repeat, "quiet_wait": quiet, "first": first, "cached": second,
+                                    "speedup": round(ratio, 2)})
+                speedup.runs.append(round(ratio, 2))
+                calls.runs.append(max(second["server_requests"], second["model_calls"]))
+                log(f"    s5-r{repeat}: speed-up {ratio:.1f}x, cached run: {second['server_requests']} server requests,"
+                    f" {second['model_calls']} model calls, {second['cache_hits']} cache hits")
+    speedup.settle(lambda v: v >= 20)
+    calls.settle(lambda v: v == 0, max(calls.runs) if calls.runs else None)
+    calls.note = "worst repeat"
+
+
+def scenario_6(ctx: Context, result: Result) -> None:
+    sizes = (ctx.size(20_000, 4_000), ctx.size(100_000, 20_000))
+    result.config.update({"sizes": list(sizes), "method": "driver process calls services.submitter.submit(file) "
+                          "with the Redis broker and no worker; timed around submit() alone (validation, "
+                          "registration, enqueue); RSS sampled every 50 ms during submit(); queue length checked",
+                          "model": "mock$target"})
+    deadline = Deadline(ctx.budget(120 + ctx.repeats * sum(60 + n / 500 for n in sizes)), "scenario 6")
+    place = Place.fresh(WORK / "s6", ctx.redis.url)
+    rate = Check(f"submission rate, {sizes[1]:,} samples", ">= 5,000 samples/s", "samples/s")
+    memory = Check(f"submitter peak RSS growth {sizes[0]:,} -> {sizes[1]:,} samples", "<= 10% (flat)", "%")
+    result.checks += [rate, memory]
+    peaks: dict[int, list[float]] = {}
+    rates: dict[int, list[float]] = {}
+    for samples in sizes:
+        run_file = workload.run_file(place.root, f"s6-{samples}", workload.dataset(samples))
+        for repeat in range(1, ctx.repeats + 1):
+            ctx.redis.flush()
+            quiet = _quiet(ctx)
+            meter = CpuMeter()
+            out = _driver(place, "submit", str(run_file), name=f"s6-{samples}-r{repeat}",
+                          timeout=min(deadline.remaining(), ctx.budget(60 + samples / 250)))
+            cpu = meter.stop()
+            queued = ctx.redis.queue_length()
+            if queued != samples:
+                raise RuntimeError(f"{queued} messages queued after submitting {samples} samples")
+            sps = samples / out["submit_s"]
+            run = {"samples": samples, "repeat": repeat, "submit_s": round(out["submit_s"], 3),
+                   "throughput_sps": round(sps, 1), "queued": queued,
+                   "rss_before_submit_mb": round(out["rss_before_kb"] / 1024, 1),
+                   "peak_rss_during_submit_mb": round(out["peak_rss_during_kb"] / 1024, 1),
+                   "peak_rss_process_mb": round(out["peak_rss_kb"] / 1024, 1), "cpu": cpu, "quiet_wait": quiet}
+            result.runs.append(run)
+            rates.setdefault(samples, []).append(run["throughput_sps"])
+            peaks.setdefault(samples, []).append(run["peak_rss_process_mb"])
+            log(f"    s6-{samples}-r{repeat}: {sps:.0f} samples/s, peak RSS {run['peak_rss_process_mb']} MB "
+                f"(before submit {run['rss_before_submit_mb']} MB), other load {cpu['other_share']:.0%}")
+    ctx.redis.flush()
+    small, large = sizes
+    rate.runs = rates[large]
+    rate.note = f"{small:,} samples: median {median(rates[small]):.0f} samples/s"
+    rate.settle(lambda v: v >= 5000)
+    growth = 100 * (median(peaks[large]) - median(peaks[small])) / median(peaks[small])
+    memory.note = (f"peak RSS {median(peaks[small]):.1f} MB at {small:,}, {median(peaks[large]):.1f} MB at {large:,}"
+                   f" (+{median(peaks[large]) - median(peaks[small]):.1f} MB)")
+    memory.settle(lambda v: v <= 10, round(growth, 1))
+    result.figures["peak_rss_mb"] = {str(n): {"runs": p, "median": median(p)} for n, p in peaks.items()}
+    result.figures["throughput_sps"] = {str(n): {"runs": r, "median": median(r)} for n, r in rates.items()}
+
+
+class _Progress(threading.Thread):
+    """Watches a task result in the shared SQLite database: when its last sample was recorded
+    (aggregation starts) and when it was settled."""
+
+    def __init__(self, database: Path, sampler: RssSampler):
+        super().__init__(daemon=True, name="progress-watch")
+        self.database = database
+        self.sampler = sampler
+        self.all_done_at: float | None = None
+        self.settled_at: float | None = None
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(0.25):
+            try:
+                with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=5) as connection:
+                    row = connection.execute("SELECT done, total, status FROM task_results ORDER BY id DESC "
+                                             "LIMIT 1").fetchone()
+            except sqlite3.Error:
+                continue
+            if row is None:
+                continue
+            done, total, status = row
+            if self.all_done_at is None and done >= total:
+                self.all_done_at = self.sampler.now()
+            if self.settled_at is None and status in ("success", "error", "cancelled") and done >= total:
+                self.settled_at = self.sampler.now()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+
+def scenario_7(ctx: Context, result: Result) -> None:
+    samples = ctx.size(100_000, 10_000)
+    warmup = 1_000
+    concurrency = 32
+    result.config.update({"samples": samples, "workers": 2, "worker_concurrency": concurrency, "warm_up_samples": warmup,
+                          "model": "mock$target", "cache_policy": "no-cache", "rss_sampling_s": 0.25,
+                          "method": "workers' RSS sampled from /proc during the run; growth = peak during the "
+                          "run (aggregation included) minus RSS after a warm-up run; aggregation re-run "
+                          "`repeats` times in a fresh process (status reset), peak RSS = the process's VmHWM"})
+    worker_growth = Check("worker RSS growth over the run (worst worker)", "<= 50 MB", "MB")
+    aggregator = Check(f"aggregator peak RSS, {samples:,}-sample log (separate process)", "<= 300 MB", "MB")
+    result.checks += [worker_growth, aggregator]
+    deadline = Deadline(ctx.budget(300 + _mock_budget(samples) + ctx.repeats * (60 + samples / 500)), "scenario 7")
+    place = Place.fresh(WORK / "s7", ctx.redis.url)
+    ctx.redis.flush()
+    warm_file = workload.run_file(place.root, "s7-warmup", workload.dataset(warmup, prefix="w"))
+    run_file = workload.run_file(place.root, "s7", workload.dataset(samples))
+    with Workers(place, 2, concurrency, deadline) as workers:
+        idle = {name: workers.workers[i].rss_kb() for i, name in enumerate(workers.pids)}
+        evalfleet_run(place, warm_file, warmup, name="s7-warmup", timeout=min(deadline.remaining(), 300))
+        sampler = RssSampler(workers.pids, interval_s=0.25)
+        watch = _Progress(place.root / "evalfleet.db", sampler)
+        watch.start()
+        try:
+            time.sleep(0.5)
+            baseline = {name: sampler.at(name, sampler.now()) for name in workers.pids}
+            run = evalfleet_run(place, run_file, samples, name="s7-run",
+                                timeout=min(deadline.remaining(), ctx.budget(_mock_budget(samples))))
+            time.sleep(0.5)
+        finally:
+            watch.stop()
+            sampler.stop()
+        per_worker = {}
+        for name in workers.pids:
+            peak = sampler.peak(name)
+            agg_peak = sampler.peak(name, since=watch.all_done_at or 0.0) if watch.all_done_at else None
+            before_agg = sampler.at(name, watch.all_done_at) if watch.all_done_at else None
+            per_worker[name] = {
+                "rss_idle_mb": _mb(idle[name]), "rss_after_warmup_mb": _mb(baseline[name]), "peak_rss_mb": _mb(peak),
+                "growth_mb": _mb(peak - baseline[name]) if peak and baseline[name] else None,
+                "rss_before_aggregation_mb": _mb(before_agg), "peak_rss_during_aggregation_mb": _mb(agg_peak),
+                "rss_end_mb": _mb(sampler.series[name][-1][1]) if sampler.series[name] else None,
+                "series_mb": [(round(t, 1), _mb(v)) for t, v in sampler.series[name][:: max(1, len(
+                    sampler.series[name]) // 200)]],
+            }
+        run.update(aggregation_window_s=(round(watch.settled_at - watch.all_done_at, 2)
+                                         if watch.all_done_at and watch.settled_at else None),
+                   workers=per_worker)
+        result.runs.append({"kind": "evaluation", **run})
+        worker_growth.runs = [w["growth_mb"] for w in per_worker.values() if w["growth_mb"] is not None]
+        worker_growth.note = ", ".join(f"{n}: {w['rss_after_warmup_mb']} -> peak {w['peak_rss_mb']} MB"
+                                       for n, w in per_worker.items())
+        worker_growth.settle(lambda v: v <= 50, max(worker_growth.runs) if worker_growth.runs else None)
+    task_result_id = _task_result_id(place.root / "evalfleet.db", run["run_id"])
+    for repeat in range(1, ctx.repeats + 1):
+        out = _driver(place, "aggregate", str(task_result_id), name=f"s7-aggregate-r{repeat}",
+                      timeout=min(deadline.remaining(), ctx.budget(120 + samples / 200)))
+        stats = _log_stats(out["log_path"])
+        if stats["samples"] != samples or stats["status"] != "success":
+            raise RuntimeError(f"re-aggregated log: {stats['samples']} samples, status {stats['status']}")
+        entry = {"kind": "aggregation", "repeat": repeat, "aggregate_s": round(out["aggregate_s"], 2),
+                 "peak_rss_process_mb": _mb(out["peak_rss_kb"]), "rss_before_mb": _mb(out["rss_before_kb"]),
+                 "peak_rss_during_mb": _mb(out["peak_rss_during_kb"]), "log_size_mb": stats["size_mb"]}
+        result.runs.append(entry)
+        aggregator.runs.append(entry["peak_rss_process_mb"])
+        log(f"    s7-aggregate-r{repeat}: {samples} samples in {out['aggregate_s']:.1f} s, peak RSS "
+            f"{entry['peak_rss_process_mb']} MB (before {entry['rss_before_mb']} MB), log {stats['size_mb']} MB")
+    aggregator.note = "in-worker aggregation: " + ", ".join(
+        f"{n}: {w['rss_before_aggregation_mb']} -> {w['peak_rss_during_aggregation_mb']} MB"
+        for n, w in per_worker.items())
+    aggregator.settle(lambda v: v <= 300)
+    result.figures["throughput_sps"] = run["throughput_sps"]
+
+
+def _mb(kb: int | None) -> float | None:
+    return None if kb is None else round(kb / 1024, 1)
+
+
+def _task_result_id(database: Path, run_id: str) -> int:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30) as connection:
+        return connection.execute("SELECT id FROM task_results WHERE run_id = ?", (run_id,)).fetchone()[0]
+
+
+SCENARIOS: dict[str, tuple[str, str, Callable[[Context, Result], None]]] = {
+    "1": ("Zero-latency throughput, cluster mode (2 workers on Redis)", ">= 800 samples/s and >= 7x Inspect AI",
+          scenario_1),
+    "2": ("Zero-latency throughput, embedded default (one process)", ">= 10x Inspect AI", scenario_2),
+    "3": ("Latency-bound efficiency (500 ms, concurrency 200)", ">= 85% of ideal 400 samples/s", scenario_3),
+    "4": ("Horizontal scaling (1, 2, 4 workers x -c 50, 1 s latency)", "T(N) >= 0.9 x N x T(1)", scenario_4),
+    "5": ("Cache speed-up (scenario 3 re-run with reuse)", "0 model calls and >= 20x faster", scenario_5),
+    "6": ("Submission (enqueue only, no workers)", ">= 5,000 samples/s, submitter memory flat", scenario_6),
+    "7": ("Aggregation and worker memory (100k samples; 10k with --quick)", "aggregator peak RSS <= 300 MB, worker growth <= 50 MB",
+          scenario_7),
+}
+
+
+def run_scenario(ctx: Context, key: str) -> Result:
+    from datetime import UTC, datetime
+
+    from benchmarks.harness.system import git_commit
+
+    title, targets, function = SCENARIOS[key]
+    # The code measured is what is on disk when the scenario starts its processes (editable install).
+    result = Result(key, title, targets, measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                    evalfleet_git=git_commit())
+    log(f"Scenario {key}: {title}")
+    started = time.monotonic()
+    try:
+        function(ctx, result)
+    except ScenarioTimeout as exc:
+        result.error = f"timeout: {exc}"
+    except Exception as exc:  # noqa: BLE001 - recorded, the next scenario still runs
+        result.error = _describe(exc)
+    finally:
+        result.duration_s = round(time.monotonic() - started, 1)
+        result.notes += _error_notes(result.runs)
+    log(f"Scenario {key}: {result.status} in {result.duration_s:.0f} s" + (f" ({result.error.splitlines()[0]})"
+                                                                          if result.error else ""))
+    return result
+
+
+def _error_notes(runs: list[dict[str, Any]]) -> list[str]:
+    """A note for every measured run in which samples failed (the run still counted as done)."""
+    notes = []
+
+    def walk(node: Any, name: str) -> None:
+        if isinstance(node, dict):
+            if node.get("errors") and node.get("first_error"):
+                notes.append(f"{node['errors']} of {node['samples']} samples failed in run {name} "
+                             f"({node['run_id'][:8]}): {node['first_error']}")
+            for key, value in node.items():
+                walk(value, f"{name}/{key}" if key in ("first", "cached") else name)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, name)
+
+    for index, run in enumerate(runs, start=1):
+        label = f"#{index}" + (f" ({run['workers']} workers)" if isinstance(run.get("workers"), int) else "")
+        walk(run, label)
+    return notes
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_tb(exc.__traceback__, limit=4))}"
+
+
