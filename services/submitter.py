@@ -5,8 +5,9 @@ per selected sample."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -19,11 +20,11 @@ from shared.plan import ResolvedEvaluation
 from shared.samples import iter_selected
 from workers.app import SampleSender, broker_address, dispatch_aggregation, queue_for
 from workers.results import PendingResult, record_results
-from workers.sample import cached_sample, execution_for
+from workers.sample import cached_samples, execution_for
 
 ProgressCallback = Callable[[int], None]
 SkipPredicate = Callable[[int, str], bool]
-HIT_BATCH = 500
+LOOKUP_BATCH = 200  # samples looked up in the result store per round trip
 PROBE = 200
 
 
@@ -78,39 +79,46 @@ def enqueue_samples(specs: Sequence[ResolvedSpec], task_result_ids: list[int],
                 continue
             queue = queue_for(item.spec)
             execution = execution_for(task_result_id)
-            hits: list[PendingResult] = []
             looked_up = found = 0
-            for position, sample in iter_selected(item.spec.dataset, item.selection,
-                                                  needs_input=item.needs_input, needs_target=item.needs_target):
-                if skip is not None and skip(index, sample.id):
-                    continue
+            selected = ((position, sample) for position, sample in iter_selected(
+                item.spec.dataset, item.selection, needs_input=item.needs_input, needs_target=item.needs_target)
+                if skip is None or not skip(index, sample.id))
+            for chunk in _chunks(selected, LOOKUP_BATCH):
                 # A fresh evaluation finds nothing: once the first PROBE lookups all missed, stop
                 # asking here (workers still check the store for every sample).
-                record = None
+                records = [None] * len(chunk)
                 if found or looked_up < PROBE:
-                    record = cached_sample(execution, sample, position)
-                    looked_up += 1
-                if record is None:
-                    sender.send(task_result_id, position, sample.model_dump(mode="json"), queue)
-                else:
-                    found += 1
-                    hits.append(PendingResult(task_result_id, record, None))
-                    if len(hits) >= HIT_BATCH:
-                        _record_hits(hits, item)
-                handled += 1
-                if on_progress is not None and handled % 500 == 0:
+                    records = cached_samples(execution, chunk)
+                    looked_up += len(chunk)
+                hits = [PendingResult(task_result_id, record, None) for record in records if record is not None]
+                found += len(hits)
+                for (position, sample), record in zip(chunk, records, strict=True):
+                    if record is None:
+                        sender.send(task_result_id, position, sample.model_dump(mode="json"), queue)
+                _record_hits(hits, item)
+                handled += len(chunk)
+                if on_progress is not None:
                     on_progress(handled)
-            _record_hits(hits, item)
     if on_progress is not None:
         on_progress(handled)
     return handled
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _record_hits(hits: list[PendingResult], item: ResolvedSpec) -> None:
     if hits:
         for claimed in record_results(get_engine(), hits):
             dispatch_aggregation(claimed, item.spec)
-        hits.clear()
 
 
 def submit(path: str | Path, on_progress: ProgressCallback | None = None) -> str:

@@ -81,6 +81,26 @@ class ResultStore:
             self._index(inference_key, entry)
         return entry.inference, entry.scores.get(score_key)
 
+    def lookup_many(self, pairs: list[tuple[str, str]]) -> list[tuple[CachedInference | None, CachedScores | None]]:
+        """`lookup` for many samples at once: one Redis round trip for all of them."""
+        if self.redis is None or not pairs:
+            return [self.lookup(ikey, skey) for ikey, skey in pairs]
+        pipe = self.redis.pipeline(transaction=False)
+        for ikey, skey in pairs:
+            pipe.hmget(keys.cached_result(ikey), [INFERENCE_FIELD, skey])
+        pipe.exists(keys.STORE_INDEX_COMPLETE)
+        *replies, index_complete = pipe.execute()
+        found = []
+        for (ikey, skey), (raw_inference, raw_scores) in zip(pairs, replies, strict=True):
+            if raw_inference is not None:
+                found.append((CachedInference.model_validate_json(raw_inference),
+                              CachedScores.model_validate_json(raw_scores) if raw_scores else None))
+            elif index_complete:
+                found.append((None, None))
+            else:
+                found.append(self.lookup(ikey, skey))
+        return found
+
     def save(self, inference_key: str, inference: CachedInference, score_key: str,
              scores: CachedScores | None, *, known: bool = False) -> None:
         """Store an output and its scores. Durable first, then the index, so Redis never names a

@@ -165,25 +165,35 @@ def cache_keys(execution: Execution, sample: Sample) -> tuple[str, str, str]:
     return prompt, ikey, score_key(ikey, execution.scorer_identity)
 
 
-def cached_sample(execution: Execution, sample: Sample, position: int) -> SampleRecord | None:
-    """The sample's record when the result store holds both its output and its scores (and the
-    policy reads the cache); None when a worker must run it."""
+def cached_samples(execution: Execution, samples: list[tuple[int, Sample]]) -> list[SampleRecord | None]:
+    """For each (position, sample): its record when the result store holds both its output and its
+    scores (and the policy reads the cache), else None: a worker must run it. One store round trip."""
     if execution.provider is None or not execution.reads_cache:
-        return None
+        return [None] * len(samples)
+    keyed: list[tuple[int, tuple[str, str, str]]] = []
+    for index, (_, sample) in enumerate(samples):
+        try:
+            keyed.append((index, cache_keys(execution, sample)))
+        except Exception:  # noqa: BLE001 - the worker will record why the prompt cannot be built
+            continue
     try:
-        prompt, ikey, skey = cache_keys(execution, sample)
-    except Exception:  # noqa: BLE001 - the worker will record why the prompt cannot be built
-        return None
-    hit, hit_scores = _lookup(ikey, skey)
-    if hit is None or hit_scores is None:
-        return None
+        found = result_store().lookup_many([(ikey, skey) for _, (_, ikey, skey) in keyed])
+    except (StoreError, RedisError, ValueError) as exc:
+        logger.warning("result store lookup failed; the workers will look again: %s", exc)
+        return [None] * len(samples)
+    records: list[SampleRecord | None] = [None] * len(samples)
     moment = now()
-    return SampleRecord(
-        id=sample.id, position=position, input=sample.input, target=sample.target, metadata=sample.metadata,
-        prompt=prompt if prompt != sample.input else None, output=hit.output, scores=hit_scores.scores,
-        usage=hit.usage, latency_ms=hit.latency_ms, model_calls=0, cached=True, worker=CACHE_WORKER,
-        started_at=moment, completed_at=moment,
-    )
+    for (index, (prompt, _, _)), (hit, hit_scores) in zip(keyed, found, strict=True):
+        if hit is None or hit_scores is None:
+            continue
+        position, sample = samples[index]
+        records[index] = SampleRecord(
+            id=sample.id, position=position, input=sample.input, target=sample.target, metadata=sample.metadata,
+            prompt=prompt if prompt != sample.input else None, output=hit.output, scores=hit_scores.scores,
+            usage=hit.usage, latency_ms=hit.latency_ms, model_calls=0, cached=True, worker=CACHE_WORKER,
+            started_at=moment, completed_at=moment,
+        )
+    return records
 
 
 _cancelled: dict[str, tuple[float, bool]] = {}
