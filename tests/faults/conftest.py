@@ -318,14 +318,7 @@ def wait_finished(cli, run_id: str, timeout: float = 90) -> dict[str, Any]:  # n
 
 
 def poll(condition, *, timeout: float, interval: float = 0.1, message: str = "") -> Any:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s: {message}")
-        time.sleep(interval)
+    return integration.poll(condition, timeout=timeout, interval=interval, message=message)
 
 
 def assert_every_sample_once(log: dict[str, Any], ids: list[str]) -> None:
