@@ -38,8 +38,6 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 # The same pool and lock files as tests/integration, so the two suites never share a database.
 REDIS_DBS = range(8, 16)
 REDIS_LOCK_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "evalfleet-test-redis-locks"
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-POSTGRES_SERVER_URL = "postgresql://postgres@127.0.0.1:5432"
 SERVICE_TIMEOUT_S = 5
 CLI_TIMEOUT_S = 90
 WORKER_READY_TIMEOUT_S = 45
@@ -354,24 +352,8 @@ def redis_db() -> Iterator[RedisDb]:
         handle.close()
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database for this test, dropped afterwards."""
-    import psycopg
-
-    name = f"evalfleet_store_{uuid.uuid4().hex[:16]}"
-    try:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=SERVICE_TIMEOUT_S) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
-    try:
-        yield f"{POSTGRES_SERVER_URL}/{name}"
-    finally:
-        forget_process_state()
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=SERVICE_TIMEOUT_S) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
+# The per-test PostgreSQL database is the integration suite's fixture.
+from tests.integration.conftest import postgres_url  # noqa: E402, F401
 
 # -- S3 (moto) ---------------------------------------------------------------------------------
 
