@@ -10,6 +10,7 @@ from celery import Celery
 
 from shared.plan import ResolvedTaskSpec
 from shared.settings import Settings, get_settings
+from workers.broker import transport_for
 
 SAMPLE_TASK = "evalfleet.sample"
 AGGREGATE_TASK = "evalfleet.aggregate"
@@ -31,6 +32,7 @@ def configure_app(settings: Settings | None = None) -> Celery:
             app.amqp.__dict__.pop(derived, None)
     app.conf.update(
         broker_url=broker_url,
+        broker_transport=transport_for(broker_url),
         task_serializer="json",
         accept_content=["json"],
         result_accept_content=["json"],

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, update
+from sqlalchemy import and_, bindparam, update
 from sqlalchemy.engine import Engine
 
 from shared.db import now, sample_results, task_results
@@ -33,16 +33,47 @@ class PendingResult:
     error: BaseException | None = None
 
 
-def insert_ignoring_duplicates(engine: Engine):
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(sample_results).on_conflict_do_nothing(index_elements=["task_result_id", "sample_id"])
+class _Statements:
+    """The statements of `record_results`, built once per dialect: building and hashing a fresh
+    SQLAlchemy statement for every batch cost several times the database work itself."""
+
+    def __init__(self, dialect: str):
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        self.insert = (
+            insert(sample_results)
+            .on_conflict_do_nothing(index_elements=["task_result_id", "sample_id"])
+            .returning(sample_results.c.task_result_id, sample_results.c.sample_id)
+        )
+        t = task_results.c
+        self.count = (
+            update(task_results)
+            .where(t.id == bindparam("task_result"))
+            .values(
+                done=t.done + bindparam("done"),
+                errors=t.errors + bindparam("errors"),
+                model_calls=t.model_calls + bindparam("calls"),
+                cache_hits=t.cache_hits + bindparam("hits"),
+            )
+            .returning(t.done, t.total, t.status)
+        )
+
+
+_statements: dict[str, _Statements] = {}
+
+
+def _statements_for(engine: Engine) -> _Statements:
+    statements = _statements.get(engine.dialect.name)
+    if statements is None:
+        statements = _statements[engine.dialect.name] = _Statements(engine.dialect.name)
+    return statements
 
 
 def record_results(engine: Engine, batch: list[PendingResult]) -> list[int]:
     """Store a batch in one transaction; returns the task results whose aggregation it claimed."""
+    statements = _statements_for(engine)
     # A stable order keeps two workers from locking the same rows in opposite orders.
     batch = sorted(batch, key=lambda p: (p.task_result_id, p.record.id))
     rows = [
@@ -59,12 +90,7 @@ def record_results(engine: Engine, batch: list[PendingResult]) -> list[int]:
     by_key = {(p.task_result_id, p.record.id): p.record for p in batch}
     claimed: list[int] = []
     with engine.begin() as connection:
-        statement = insert_ignoring_duplicates(engine).returning(
-            sample_results.c.task_result_id, sample_results.c.sample_id
-        )
-        inserted = connection.execute(statement, rows).all() if len(rows) > 1 else connection.execute(
-            statement.values(rows[0])
-        ).all()
+        inserted = connection.execute(statements.insert, rows).all()
         increments: dict[int, dict[str, int]] = {}
         for task_result_id, sample_id in inserted:
             record = by_key[(task_result_id, sample_id)]
@@ -74,18 +100,8 @@ def record_results(engine: Engine, batch: list[PendingResult]) -> list[int]:
             counts["calls"] += record.model_calls
             counts["hits"] += record.cached
         for task_result_id in sorted(increments):
-            counts = increments[task_result_id]
-            t = task_results.c
             done, total, status = connection.execute(
-                update(task_results)
-                .where(t.id == task_result_id)
-                .values(
-                    done=t.done + counts["done"],
-                    errors=t.errors + counts["errors"],
-                    model_calls=t.model_calls + counts["calls"],
-                    cache_hits=t.cache_hits + counts["hits"],
-                )
-                .returning(t.done, t.total, t.status)
+                statements.count, {"task_result": task_result_id, **increments[task_result_id]}
             ).one()
             if done >= total and status == "running" and claim_aggregation(connection, task_result_id):
                 claimed.append(task_result_id)

@@ -60,14 +60,28 @@ class Execution:
 
 _executions: dict[int, Execution] = {}
 _executions_lock = threading.Lock()
+_build_lock = threading.Lock()
 _writer: ResultWriter | None = None
 
 
 def execution_for(task_result_id: int) -> Execution:
-    with _executions_lock:
-        execution = _executions.get(task_result_id)
+    execution = _executions.get(task_result_id)
     if execution is not None:
         return execution
+    # One thread builds while the others wait: a worker's threads all receive their first sample
+    # at once, and a hundred identical builds would delay every one of them.
+    with _build_lock:
+        execution = _executions.get(task_result_id)
+        if execution is None:
+            execution = _build_execution(task_result_id)
+            with _executions_lock:
+                if len(_executions) > 1024:
+                    _executions.clear()
+                _executions[task_result_id] = execution
+        return execution
+
+
+def _build_execution(task_result_id: int) -> Execution:
     with get_engine().connect() as connection:
         row = connection.execute(
             select(task_results.c.plan, task_results.c.run_id, runs.c.plan.label("run_plan"))
@@ -77,7 +91,7 @@ def execution_for(task_result_id: int) -> Execution:
     spec = ResolvedTaskSpec.model_validate_json(row.plan)
     task = load_task(spec.task, spec.dataset)
     task_part, scorer_part = task_identity(spec.task, task.scorer_config_fields)
-    execution = Execution(
+    return Execution(
         task_result_id=task_result_id,
         run_id=row.run_id,
         spec=spec,
@@ -88,11 +102,6 @@ def execution_for(task_result_id: int) -> Execution:
         task_identity=task_part,
         scorer_identity=scorer_part,
     )
-    with _executions_lock:
-        if len(_executions) > 1024:
-            _executions.clear()
-        _executions[task_result_id] = execution
-    return execution
 
 
 def evaluate_sample(execution: Execution, sample: Sample, position: int, worker: str | None

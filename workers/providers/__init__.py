@@ -40,6 +40,14 @@ def provider_for(model: ResolvedModel) -> Provider:
     return _providers.get(model)
 
 
+def warm_up() -> None:
+    """Load the OpenAI client and build its response models before the first sample: that
+    import costs about a second of CPU, which otherwise stalls the first samples a worker takes."""
+    from workers.providers.openai import build_response_models
+
+    build_response_models()
+
+
 def _build(model: ResolvedModel) -> Provider:
     if model.provider == "mock":
         from workers.providers.mock import MockProvider

@@ -25,18 +25,21 @@ RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
 RETRY_AFTER_MAX_S = 120.0
+# What `chat.completions.create()` passes along with its body: the API key as a bearer token.
+_REQUEST_OPTIONS = {"security": {"bearer_auth": True}}
 
 
 class OpenAIProvider(Provider):
     def __init__(self, model: ResolvedModel):
-        _build_response_models()
+        build_response_models()
         self.model = model
         self._clients: dict[tuple[str | None, str | None], openai.OpenAI] = {}
         self._lock = threading.Lock()
         self.limiter = limiter_for(model)
-        self.request_options = {
-            k: v for k, v in model.generation.model_dump().items() if v is not None
-        }
+        # The request body is plain JSON built here: the client's typed `create()` walks its
+        # parameter annotations for every call, which cost more CPU than the HTTP exchange itself.
+        self.body = {"model": model.name,
+                     **{k: v for k, v in model.generation.model_dump().items() if v is not None}}
 
     def _api_key(self) -> str | None:
         return os.environ.get(self.model.api_key_env or "OPENAI_API_KEY")
@@ -44,6 +47,9 @@ class OpenAIProvider(Provider):
     def _client(self, api_key: str | None) -> openai.OpenAI:
         # Keyed by the key itself so a rotated key takes effect; the dict never leaves the process.
         cache_key = (self.model.base_url, api_key)
+        client = self._clients.get(cache_key)
+        if client is not None:
+            return client
         with self._lock:
             client = self._clients.get(cache_key)
             if client is None:
@@ -66,10 +72,11 @@ class OpenAIProvider(Provider):
             try:
                 with self.limiter.slot():
                     started = time.perf_counter()  # latency of the call, not of the wait for a slot
-                    response = client.chat.completions.create(
-                        model=self.model.name,
-                        messages=[{"role": "user", "content": prompt}],
-                        **self.request_options,
+                    response = client.post(
+                        "/chat/completions",
+                        body={**self.body, "messages": [{"role": "user", "content": prompt}]},
+                        cast_to=ChatCompletion,
+                        options=_REQUEST_OPTIONS,
                     )
             except openai.APIError as exc:
                 error = _provider_error(exc, attempt, api_key)
@@ -110,7 +117,7 @@ def _scrub(message: str, api_key: str | None) -> str:
 _models_built = threading.Lock()
 
 
-def _build_response_models() -> None:
+def build_response_models() -> None:
     """Parse one response up front, in one thread: pydantic builds the client's response models
     lazily, and many worker threads doing that at once can fail inside the library."""
     with _models_built:
