@@ -26,6 +26,10 @@ class PerConfiguration(Generic[Built]):
                 built = self._built[key] = self._build(*configuration)
             return built
 
+    def values(self) -> list[Built]:
+        with self._lock:
+            return list(self._built.values())
+
     def clear(self) -> None:
         with self._lock:
             self._built.clear()

@@ -1,10 +1,16 @@
 """Cluster-wide limits on model calls. A model's `max_connections` caps its in-flight requests
 across every worker and host together: a Redis sorted set of leases, each expiring on its own, so
 a worker that dies never leaks capacity. `requests_per_minute` adds a shared per-minute budget.
-Without Redis (the embedded default) the same limits hold within the process."""
+Without Redis (the embedded default) the same limits hold within the process.
+
+A process keeps a lease it has finished with for a moment (IDLE_S) and gives it to its next
+request, so a busy worker takes and returns leases about once per REUSE_S instead of making two
+Redis round trips per request. Reuse never stretches a lease: one older than REUSE_S goes back to
+Redis, so every request starts with at least its timeout plus a margin of lease left."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import random
 import threading
@@ -27,6 +33,8 @@ REDIS_RETRY_S = 0.5
 # One thread per process polls for a free lease while the others queue behind it locally, so a
 # short poll interval costs Redis a few calls per second per process, not per thread.
 WAIT_MIN_S, WAIT_MAX_S = 0.002, 0.02
+REUSE_S = LEASE_MARGIN_S / 2  # a lease serves requests for this long after it was taken
+IDLE_S = 0.05  # a lease nobody in the process uses goes back to Redis after this long
 
 # KEYS[1] leases zset; ARGV: limit, now, lease expiry, token. Expired leases are dropped first.
 _ACQUIRE = """
@@ -53,8 +61,12 @@ class ModelLimiter:
         self.redis = redis
         self.lease_s = model.timeout + LEASE_MARGIN_S
         if redis is not None:
-            self._acquire = redis.register_script(_ACQUIRE)
+            self._acquire_script = redis.register_script(_ACQUIRE)
             self._take_rpm = redis.register_script(_TAKE_RPM)
+        self._idle: list[tuple[str, float, float]] = []  # (token, taken at, parked at)
+        self._idle_lock = threading.Lock()
+        self._has_idle = threading.Event()
+        self._returner: threading.Thread | None = None
         self._local = threading.BoundedSemaphore(model.max_connections)
         self._poller = threading.Lock()
         self._local_minute = (0, 0)
@@ -69,16 +81,26 @@ class ModelLimiter:
             with self._local:
                 yield
             return
+        lease = self._reuse() or self._acquire()
+        try:
+            yield
+        finally:
+            self._put_back(lease)
+
+    def _acquire(self) -> tuple[str, float]:
         token = uuid.uuid4().hex
         leases = keys.model_leases(self.model.key)
         delay = WAIT_MIN_S
         with self._poller:
             while True:
+                lease = self._reuse()  # one finished while this thread waited
+                if lease is not None:
+                    return lease
                 now = time.time()
                 try:
-                    if self._acquire(keys=[leases],
-                                     args=[self.model.max_connections, now, now + self.lease_s, token]):
-                        break
+                    if self._acquire_script(keys=[leases],
+                                            args=[self.model.max_connections, now, now + self.lease_s, token]):
+                        return token, now
                 except RedisError as exc:
                     # Redis restarting: wait for it rather than fail the sample; the cap is
                     # kept, since nobody acquires a lease meanwhile.
@@ -86,13 +108,62 @@ class ModelLimiter:
                     delay = REDIS_RETRY_S
                 time.sleep(random.uniform(WAIT_MIN_S, delay))
                 delay = min(WAIT_MAX_S, delay * 2)
+
+    def _reuse(self) -> tuple[str, float] | None:
+        """The most recently finished lease that is still young, if any."""
+        stale = []
+        lease = None
+        with self._idle_lock:
+            while self._idle:
+                token, taken_at, _ = self._idle.pop()
+                if time.time() - taken_at < REUSE_S:
+                    lease = token, taken_at
+                    break
+                stale.append(token)
+        self._release(stale)
+        return lease
+
+    def _put_back(self, lease: tuple[str, float]) -> None:
+        token, taken_at = lease
+        if time.time() - taken_at >= REUSE_S:
+            self._release([token])
+            return
+        with self._idle_lock:
+            self._idle.append((token, taken_at, time.monotonic()))
+            if self._returner is None:
+                self._returner = threading.Thread(target=self._return_idle, name="evalfleet-lease-returner",
+                                                  daemon=True)
+                self._returner.start()
+            self._has_idle.set()
+
+    def _return_idle(self) -> None:
+        """Give leases back to Redis once nobody in this process has used them for IDLE_S."""
+        while True:
+            self._has_idle.wait()
+            time.sleep(IDLE_S / 2)
+            with self._idle_lock:
+                horizon = time.monotonic() - IDLE_S
+                expired = [token for token, _, parked_at in self._idle if parked_at <= horizon]
+                self._idle = [entry for entry in self._idle if entry[2] > horizon]
+                if not self._idle:
+                    self._has_idle.clear()
+            self._release(expired)
+
+    def release_idle(self) -> None:
+        """Give back every lease no request is using (the process is stopping)."""
+        with self._idle_lock:
+            tokens = [token for token, _, _ in self._idle]
+            self._idle = []
+            self._has_idle.clear()
+        self._release(tokens)
+
+    def _release(self, tokens: list[str]) -> None:
+        if not tokens:
+            return
         try:
-            yield
-        finally:
-            try:
-                self.redis.zrem(leases, token)
-            except RedisError:
-                pass  # the lease expires by itself; a paid-for answer must not be lost over it
+            self.redis.zrem(keys.model_leases(self.model.key), *tokens)
+        except RedisError:
+            pass  # the leases expire by themselves; a paid-for answer must not be lost over it
 
     def _wait_for_rpm(self) -> None:
         limit = self.model.requests_per_minute
@@ -120,4 +191,13 @@ def limiter_for(model: ResolvedModel) -> ModelLimiter:
 
 
 def reset_limiters() -> None:
+    release_idle_leases()
     _limiters.clear()
+
+
+def release_idle_leases() -> None:
+    for limiter in _limiters.values():
+        limiter.release_idle()
+
+
+atexit.register(release_idle_leases)
