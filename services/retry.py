@@ -55,7 +55,7 @@ def retry_run(source: str, on_progress: ProgressCallback | None = None) -> str:
                     dispatch_aggregation(claimed, item.spec)
         reused.append(kept)
     try:
-        enqueue_samples(specs, new_ids, on_progress, skip=lambda index, sample_id: sample_id in reused[index])
+        enqueue_samples(specs, new_ids, evaluation.cache_policy, on_progress, skip=lambda index, sample_id: sample_id in reused[index])
     except Exception as exc:  # noqa: BLE001 - kombu's broker errors
         fail_submission(run_id, exc)
     return run_id

@@ -64,21 +64,22 @@ def create_run(evaluation: ResolvedEvaluation, specs: Sequence[ResolvedSpec],
     return run_id, ids
 
 
-def enqueue_samples(specs: Sequence[ResolvedSpec], task_result_ids: list[int],
+def enqueue_samples(specs: Sequence[ResolvedSpec], task_result_ids: list[int], cache_policy: str,
                     on_progress: ProgressCallback | None = None, skip: SkipPredicate | None = None) -> int:
     """One message per selected sample, published over one broker connection. `skip(index,
     sample_id)` leaves out samples that already have a result (retry).
 
     With `reuse`, a sample whose output and scores are both in the result store is recorded here
     and never enqueued: a cache hit then costs one store lookup, not a round trip through the
-    broker and a worker. Returns how many samples were enqueued or recorded."""
+    broker and a worker. Other policies publish at once, without loading the model's client here.
+    Returns how many samples were enqueued or recorded."""
     handled = 0
     with SampleSender() as sender:
         for index, (item, task_result_id) in enumerate(zip(specs, task_result_ids, strict=True)):
             if item.uploaded_log is not None:
                 continue
             queue = queue_for(item.spec)
-            execution = execution_for(task_result_id)
+            execution = execution_for(task_result_id) if cache_policy == "reuse" else None
             looked_up = found = 0
             selected = ((position, sample) for position, sample in iter_selected(
                 item.spec.dataset, item.selection, needs_input=item.needs_input, needs_target=item.needs_target)
@@ -87,7 +88,7 @@ def enqueue_samples(specs: Sequence[ResolvedSpec], task_result_ids: list[int],
                 # A fresh evaluation finds nothing: once the first PROBE lookups all missed, stop
                 # asking here (workers still check the store for every sample).
                 records = [None] * len(chunk)
-                if found or looked_up < PROBE:
+                if execution is not None and (found or looked_up < PROBE):
                     records = cached_samples(execution, chunk)
                     looked_up += len(chunk)
                 hits = [PendingResult(task_result_id, record, None) for record in records if record is not None]
@@ -135,7 +136,7 @@ def submit_resolved(resolved: ResolvedRunFile, on_progress: ProgressCallback | N
                 for claimed in inject_uploaded_log(item.uploaded_log, item.spec, task_result_id,
                                                    resolved.evaluation.cache_policy):
                     dispatch_aggregation(claimed, item.spec)
-        enqueue_samples(resolved.specs, task_result_ids, on_progress)
+        enqueue_samples(resolved.specs, task_result_ids, resolved.evaluation.cache_policy, on_progress)
     except BrokerError as exc:
         fail_submission(run_id, exc)
     return run_id

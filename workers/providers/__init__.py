@@ -41,11 +41,11 @@ def provider_for(model: ResolvedModel) -> Provider:
 
 
 def warm_up() -> None:
-    """Load the OpenAI client and build its response models before the first sample: that
-    import costs about a second of CPU, which otherwise stalls the first samples a worker takes."""
-    from workers.providers.openai import build_response_models
+    """Load the OpenAI client before the first sample: importing it costs about a second of CPU,
+    which otherwise stalls the first samples a worker takes."""
+    from workers.providers import openai
 
-    build_response_models()
+    openai.warm_up()
 
 
 def _build(model: ResolvedModel) -> Provider:
