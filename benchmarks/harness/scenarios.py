@@ -29,6 +29,8 @@ from benchmarks.harness.system import (
 )
 
 INSPECT_VENV = WORK / "inspect-venv"
+# The version compared against, pinned so figures from different days compare the same program.
+INSPECT_AI = "inspect-ai==0.3.285"
 INSPECT_DRIVER = Path(__file__).with_name("inspect_driver.py")
 
 
@@ -196,9 +198,9 @@ def ensure_inspect_venv(install: bool) -> Path:
         return python
     if not install:
         raise RuntimeError(f"no Inspect AI in {INSPECT_VENV} and --no-inspect-install given")
-    log(f"  installing inspect-ai into {INSPECT_VENV} (python -m venv + pip; a few minutes)")
+    log(f"  installing {INSPECT_AI} into {INSPECT_VENV} (python -m venv + pip; a few minutes)")
     subprocess.run([sys.executable, "-m", "venv", str(INSPECT_VENV)], check=True, timeout=300)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "inspect-ai"],
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", INSPECT_AI],
                    check=True, timeout=1800)
     return python
 
