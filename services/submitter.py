@@ -20,7 +20,7 @@ from shared.plan import ResolvedEvaluation
 from shared.samples import iter_selected
 from workers.app import SampleSender, broker_address, dispatch_aggregation, queue_for
 from workers.results import PendingResult, record_results
-from workers.sample import cached_samples, execution_for
+from workers.sample import cached_samples, lookup_execution
 
 ProgressCallback = Callable[[int], None]
 SkipPredicate = Callable[[int, str], bool]
@@ -79,7 +79,7 @@ def enqueue_samples(specs: Sequence[ResolvedSpec], task_result_ids: list[int], c
             if item.uploaded_log is not None:
                 continue
             queue = queue_for(item.spec)
-            execution = execution_for(task_result_id) if cache_policy == "reuse" else None
+            execution = lookup_execution(task_result_id) if cache_policy == "reuse" else None
             looked_up = found = 0
             selected = ((position, sample) for position, sample in iter_selected(
                 item.spec.dataset, item.selection, needs_input=item.needs_input, needs_target=item.needs_target)

@@ -81,7 +81,13 @@ def execution_for(task_result_id: int) -> Execution:
         return execution
 
 
-def _build_execution(task_result_id: int) -> Execution:
+def lookup_execution(task_result_id: int) -> Execution:
+    """What the submitter needs to look samples up in the result store: everything but the model's
+    client, whose import alone costs more than looking up thousands of samples."""
+    return _build_execution(task_result_id, with_provider=False)
+
+
+def _build_execution(task_result_id: int, with_provider: bool = True) -> Execution:
     with get_engine().connect() as connection:
         row = connection.execute(
             select(task_results.c.plan, task_results.c.run_id, runs.c.plan.label("run_plan"))
@@ -97,7 +103,7 @@ def _build_execution(task_result_id: int) -> Execution:
         spec=spec,
         cache_policy=json.loads(row.run_plan)["cache_policy"],
         task=task,
-        provider=provider_for(spec.model) if spec.model else None,
+        provider=provider_for(spec.model) if spec.model and with_provider else None,
         model_identity=model_identity(spec.model) if spec.model else {},
         task_identity=task_part,
         scorer_identity=scorer_part,
@@ -177,7 +183,7 @@ def cache_keys(execution: Execution, sample: Sample) -> tuple[str, str, str]:
 def cached_samples(execution: Execution, samples: list[tuple[int, Sample]]) -> list[SampleRecord | None]:
     """For each (position, sample): its record when the result store holds both its output and its
     scores (and the policy reads the cache), else None: a worker must run it. One store round trip."""
-    if execution.provider is None or not execution.reads_cache:
+    if execution.spec.model is None or not execution.reads_cache:
         return [None] * len(samples)
     keyed: list[tuple[int, tuple[str, str, str]]] = []
     for index, (_, sample) in enumerate(samples):

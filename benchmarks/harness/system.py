@@ -82,7 +82,8 @@ def git_commit() -> dict[str, Any]:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
 
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    # The harness's own output is rewritten after every scenario: it is not a change to the code measured.
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
     return {"commit": git("rev-parse", "HEAD"), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
             "tracked_changes": bool(dirty)}
 
