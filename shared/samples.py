@@ -113,11 +113,15 @@ def _open_dataset(path: str, fmt: str) -> IO[str]:
     return io.TextIOWrapper(spool, encoding="utf-8", newline=newline)
 
 
+def sample_id(row: dict[str, Any], index: int, dataset: ResolvedDataset) -> str:
+    """A row's id field, or its row index when the field is missing or empty."""
+    value = row.get(dataset.id_field)
+    return str(index) if value is None or value == "" else str(value)
+
+
 def to_sample(row: dict[str, Any], index: int, dataset: ResolvedDataset, *, needs_input: bool,
               needs_target: bool) -> Sample:
     where = f"row {index}"
-    sample_id = row.get(dataset.id_field)
-    sample_id = str(index) if sample_id is None or sample_id == "" else str(sample_id)
     metadata = {
         k: v for k, v in row.items() if k not in (dataset.id_field, dataset.input_field, dataset.target_field)
     }
@@ -130,7 +134,7 @@ def to_sample(row: dict[str, Any], index: int, dataset: ResolvedDataset, *, need
             dataset.path, f"{where}: {dataset.target_field}", "target field is missing and the task needs one"
         )
     return Sample(
-        id=sample_id,
+        id=sample_id(row, index, dataset),
         input=_text(raw_input),
         target=_text(target),
         metadata=metadata,
@@ -154,6 +158,44 @@ class Selection:
         return index < self.total if self.positions is None else index in self.positions
 
 
+class DuplicateIds:
+    """Finds duplicate sample ids in one pass with memory that does not grow with the dataset: a
+    fixed Bloom filter (2 MB, three bits per id) names the ids that may repeat, and only those are
+    kept and checked exactly by `confirm`, over the rows once more. A set of every id would cost
+    about 90 bytes per sample: 90 MB for a million."""
+
+    BITS = 1 << 24
+
+    def __init__(self) -> None:
+        self._bits = bytearray(self.BITS // 8)
+        self.suspects: set[str] = set()
+
+    def add(self, identifier: str) -> None:
+        digest = hash(identifier) & 0xFFFFFFFFFFFFFFFF
+        first, step = digest & 0xFFFFFFFF, (digest >> 32) | 1
+        present = True
+        for k in range(3):
+            bit = (first + k * step) % self.BITS
+            byte, mask = bit >> 3, 1 << (bit & 7)
+            if not self._bits[byte] & mask:
+                present = False
+                self._bits[byte] |= mask
+        if present:
+            self.suspects.add(identifier)
+
+    def confirm(self, ids: Iterator[tuple[int, str]]) -> tuple[int, str] | None:
+        """The (row index, id) of the first row repeating an earlier row's id, if any."""
+        if not self.suspects:
+            return None
+        seen: set[str] = set()
+        for index, identifier in ids:
+            if identifier in self.suspects:
+                if identifier in seen:
+                    return index, identifier
+                seen.add(identifier)
+        return None
+
+
 def select_samples(dataset: ResolvedDataset, num_samples: int | None, subsampling: str, *,
                    needs_input: bool, needs_target: bool) -> Selection:
     """Validate every row and choose the samples.
@@ -161,14 +203,12 @@ def select_samples(dataset: ResolvedDataset, num_samples: int | None, subsamplin
     `random` keeps the `num_samples` rows with the smallest seeded hash of their sample id: the same
     choice on every run and machine, independent of row order, in memory bounded by `num_samples`.
     """
-    seen: set[str] = set()
+    ids = DuplicateIds()
     heap: list[tuple[int, int]] = []  # (-rank, index): a max-heap of the smallest ranks
     count = 0
     for index, row in enumerate(iter_rows(dataset.path)):
         sample = to_sample(row, index, dataset, needs_input=needs_input, needs_target=needs_target)
-        if sample.id in seen:
-            raise SpecError(dataset.path, f"row {index}: {dataset.id_field}", f"duplicate sample id {sample.id!r}")
-        seen.add(sample.id)
+        ids.add(sample.id)
         count += 1
         if subsampling == "random" and num_samples is not None:
             rank = random_rank(sample.id)
@@ -178,6 +218,10 @@ def select_samples(dataset: ResolvedDataset, num_samples: int | None, subsamplin
                 heapq.heapreplace(heap, (-rank, index))
     if count == 0:
         raise SpecError(dataset.path, None, "the dataset has no rows")
+    duplicate = ids.confirm((index, sample_id(row, index, dataset)) for index, row in enumerate(iter_rows(dataset.path)))
+    if duplicate is not None:
+        index, repeated = duplicate
+        raise SpecError(dataset.path, f"row {index}: {dataset.id_field}", f"duplicate sample id {repeated!r}")
     if subsampling == "random" and num_samples is not None and num_samples < count:
         return Selection(total=len(heap), positions=frozenset(index for _, index in heap))
     return Selection(total=min(count, num_samples or count), positions=None)

@@ -172,3 +172,24 @@ def test_a_dataset_that_is_not_utf8_is_a_spec_error(tmp_path, suffix):
     with pytest.raises(SpecError) as info:
         samples(dataset(path))
     assert info.value.file == str(path)
+
+
+def test_duplicate_check_keeps_only_suspects_and_confirms_them_exactly(monkeypatch):
+    from shared.samples import DuplicateIds
+
+    ids = DuplicateIds()
+    distinct = [f"sample-{i}" for i in range(200_000)]
+    for identifier in distinct:
+        ids.add(identifier)
+    # A set of every id would hold 200,000 strings; the filter keeps a handful of false alarms.
+    assert len(ids.suspects) < 1_000
+    assert ids.confirm(enumerate(distinct)) is None
+
+    # With a filter of 8 bits nearly every id is a suspect: the exact pass still decides.
+    monkeypatch.setattr(DuplicateIds, "BITS", 8)
+    crowded = DuplicateIds()
+    rows = ["a", "b", "c", "d", "b", "e", "a"]
+    for identifier in rows:
+        crowded.add(identifier)
+    assert crowded.confirm(enumerate(rows)) == (4, "b")
+    assert crowded.confirm(enumerate(["a", "b", "c"])) is None
