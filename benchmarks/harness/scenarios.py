@@ -506,7 +506,7 @@ def scenario_6(ctx: Context, result: Result) -> None:
     rate.settle(lambda v: v >= 5000)
     growth = 100 * (median(peaks[large]) - median(peaks[small])) / median(peaks[small])
     memory.note = (f"peak RSS {median(peaks[small]):.1f} MB at {small:,}, {median(peaks[large]):.1f} MB at {large:,}"
-                   f" (+{median(peaks[large]) - median(peaks[small]):.1f} MB)")
+                   f" ({median(peaks[large]) - median(peaks[small]):+.1f} MB)")
     memory.settle(lambda v: v <= 10, round(growth, 1))
     result.figures["peak_rss_mb"] = {str(n): {"runs": p, "median": median(p)} for n, p in peaks.items()}
     result.figures["throughput_sps"] = {str(n): {"runs": r, "median": median(r)} for n, r in rates.items()}
