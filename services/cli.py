@@ -246,9 +246,9 @@ def worker(concurrency: int | None, queues: str | None, hostname: str | None, lo
     if settings.embedded:
         raise BadInput("a worker needs a broker: set EVALFLEET_BROKER_URL (redis:// or amqp://)")
     from workers.app import app
-    from workers.providers import warm_up
+    from workers.sample import prepare_worker
 
-    warm_up()
+    prepare_worker()
     argv = ["worker", "--pool=threads", f"--concurrency={settings.concurrency}", f"--loglevel={loglevel}",
             "--without-gossip", "--without-mingle"]
     argv += [f"--queues={queues}"] if queues else [f"--queues={settings.queue}"]

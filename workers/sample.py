@@ -25,7 +25,7 @@ from shared.result_store import CachedInference, CachedScores, reset_result_stor
 from shared.samples import Sample
 from shared.settings import get_settings
 from workers.app import SAMPLE_TASK, app, dispatch_aggregation
-from workers.providers import Provider, ProviderError, provider_for
+from workers.providers import Provider, ProviderError, provider_for, warm_up
 from workers.results import ResultWriter
 from workers.tasks import Task, load_task
 
@@ -263,6 +263,17 @@ def result_writer() -> ResultWriter:
                     task_result_id, execution_for(task_result_id).spec),
             )
         return _writer
+
+
+def prepare_worker() -> None:
+    """What a worker process sets up before its first sample, which would otherwise wait for it:
+    the model client's modules, and the database (opened and migrated on first use, alembic
+    included). A database that is down now is only reported: samples retry until it is back."""
+    warm_up()
+    try:
+        get_engine()
+    except SQLAlchemyError as exc:
+        logger.warning("the database is not reachable yet: %s", exc)
 
 
 def reset_worker_state() -> None:

@@ -3,6 +3,7 @@ do the work, recording into a SQLite file they share."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import uuid
 
@@ -92,3 +93,19 @@ def test_openai_model_limits_hold_across_workers(redis_cluster, workers, cli, fa
         if path.is_file():
             assert key.encode() not in path.read_bytes(), f"the API key leaked into {path}"
     assert key not in result.stdout + result.stderr
+
+
+def test_a_worker_opens_and_migrates_the_database_before_its_first_sample(redis_cluster, sqlite_url, workers):
+    """The first samples a worker takes do not wait for the database's migration check (alembic)."""
+    path = sqlite_url.split("///", 1)[1]
+    assert not os.path.exists(path)
+    workers.start(1)
+    with sqlite3.connect(path) as connection:
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"runs", "task_results", "sample_results", "alembic_version"} <= tables
+
+
+def test_a_worker_starts_while_its_database_is_unreachable(redis_cluster, workers):
+    """An unreachable database is reported at start, not fatal: samples retry until it is back."""
+    [worker] = workers.start(1, env={"EVALFLEET_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/absent"})
+    assert "the database is not reachable yet" in worker.log()
