@@ -1,31 +1,46 @@
 """The aggregator: once the last sample of a task specification is recorded, stream its sample
 results out of the database (ordered, in batches) into the task result log, folding scores into
-metrics on the way, then settle the task result and, when it was the last, the run."""
+metrics on the way, then settle the task result and, when it was the last, the run.
+
+Aggregation is owned: the process writing a log names itself in `task_results.aggregator` and
+keeps `claimed_at` fresh while it works. A claim nobody took up, or whose owner stopped refreshing
+it (it died), goes stale after STALE_CLAIM_S and is taken over (services.recovery). A log that
+could not be stored (the S3 endpoint failing) releases the claim at once, so the waiting `run`,
+`status` or `resume` tries again."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import time
 import traceback
-from collections.abc import Iterator
-from typing import Any
+import uuid
+from collections import Counter
+from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 
 from shared.db import CANCELLING, FINAL_STATUSES, get_engine, now, runs, sample_results, task_results
+from shared.errors import StoreError
 from shared.log import (
-    LOG_VERSION,
+    ErrorCount,
+    ErrorSummary,
     EvaluationHeader,
     LogError,
+    LogHeader,
     LogStats,
     ModelUsage,
     SampleRecord,
+    SampleSpool,
     ScorerResult,
     finite_or_none,
     log_relpath,
     write_task_result_log,
 )
 from shared.metrics import MeanAccumulator
+from shared.outages import OutageBudgetExceeded, is_outage, through_outages
 from shared.plan import ResolvedEvaluation, ResolvedTaskSpec
 from shared.settings import get_settings
 from workers.app import AGGREGATE_TASK, app
@@ -33,6 +48,15 @@ from workers.tasks import load_task
 
 logger = logging.getLogger(__name__)
 STREAM_BATCH = 500
+STALE_CLAIM_S = 60.0
+CLAIM_REFRESH_S = 10.0
+TOP_ERRORS = 5
+# Distinct (type, message) pairs counted per log; more are folded into the counts they share.
+MAX_DISTINCT_ERRORS = 10_000
+
+
+class LostClaim(Exception):
+    """Another process took this aggregation over (this one was taken for dead)."""
 
 
 @app.task(name=AGGREGATE_TASK, ignore_result=True)
@@ -52,32 +76,33 @@ def errors_exceed_budget(errors: int, total: int, fail_on_error: bool | float) -
 
 
 class _Folder:
-    """Metrics, token usage and counts, folded in one sample at a time."""
+    """Metrics, token usage, counts and error kinds, folded in one sample at a time."""
 
     def __init__(self, metric_names: dict[str, tuple[str, ...]], spec: ResolvedTaskSpec):
         self.metric_names = metric_names
         self.accumulators = {label: MeanAccumulator() for label in metric_names}
         self.errors = 0
-        self.scored = 0
+        self.error_kinds: Counter[tuple[str, str]] = Counter()
         self.model_calls = 0
+        self.attempts = 0
         self.cache_hits = 0
         self.input_tokens = 0
         self.output_tokens = 0
-        self.first_started = None
         self.spec = spec
 
     def add(self, record: SampleRecord) -> None:
         self.model_calls += record.model_calls
+        self.attempts += record.attempts
         self.cache_hits += record.cached
         if record.usage is not None:
             self.input_tokens += record.usage.input_tokens
             self.output_tokens += record.usage.output_tokens
-        if self.first_started is None or record.started_at < self.first_started:
-            self.first_started = record.started_at
         if record.error is not None:
             self.errors += 1
+            kind = (record.error.type, record.error.message[:300])
+            if kind in self.error_kinds or len(self.error_kinds) < MAX_DISTINCT_ERRORS:
+                self.error_kinds[kind] += 1
             return
-        self.scored += 1
         for label, score in record.scores.items():
             if label in self.accumulators and score.value is not None:
                 self.accumulators[label].add(score.value)
@@ -87,6 +112,14 @@ class _Folder:
             label: ScorerResult(metrics=acc.metrics(self.metric_names[label]), scored=acc.count, errors=self.errors)
             for label, acc in self.accumulators.items()
         }
+
+    def error_summary(self, task_error: str | None) -> ErrorSummary | None:
+        if not self.errors and task_error is None:
+            return None
+        return ErrorSummary(
+            samples_errored=self.errors, task_error=task_error,
+            most_frequent=[ErrorCount(type=t, message=m, count=n) for (t, m), n in self.error_kinds.most_common(TOP_ERRORS)],
+        )
 
     def model_usage(self) -> dict[str, ModelUsage]:
         model = self.spec.model
@@ -100,8 +133,56 @@ class _Folder:
                                       output_tokens=self.output_tokens, cost_usd=cost)}
 
 
-def assemble_task_result_log(task_result_id: int, status: str | None = None) -> str | None:
-    """Write the log of a claimed task result and settle it. Returns the log's URI."""
+def aggregator_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def take_aggregation(task_result_id: int, owner: str, *, stale_after_s: float | None = None) -> bool:
+    """Become the process that writes this task result's log. A claim is taken when nobody owns it
+    yet, or (with `stale_after_s`, for recovery) when its owner has not refreshed it for that long."""
+    t = task_results.c
+    if stale_after_s is None:
+        free = t.aggregator.is_(None)
+    else:
+        free = or_(t.claimed_at.is_(None), t.claimed_at < now() - timedelta(seconds=stale_after_s))
+    with get_engine().begin() as connection:
+        return connection.execute(update(task_results).where(
+            t.id == task_result_id, t.status == "aggregating", free,
+        ).values(aggregator=owner, claimed_at=now())).rowcount == 1
+
+
+def _refresh_claim(task_result_id: int, owner: str) -> None:
+    t = task_results.c
+    with get_engine().begin() as connection:
+        if connection.execute(update(task_results).where(t.id == task_result_id, t.aggregator == owner)
+                              .values(claimed_at=now())).rowcount != 1:
+            raise LostClaim(f"task result {task_result_id} was taken over by another aggregator")
+
+
+def release_aggregation(task_result_id: int, owner: str, reason: str) -> None:
+    """Give a claim back at once (stale from now), so the next recovery pass writes the log."""
+    t = task_results.c
+    with get_engine().begin() as connection:
+        connection.execute(update(task_results).where(t.id == task_result_id, t.aggregator == owner).values(
+            aggregator=None, claimed_at=now() - timedelta(seconds=STALE_CLAIM_S * 2), error=reason))
+
+
+def assemble_task_result_log(task_result_id: int, status: str | None = None, *,
+                             stale_after_s: float | None = None) -> str | None:
+    """Take the claim of a task result in `aggregating`, write its log and settle it. Returns the
+    log's URI, or None when another process owns the claim or writing failed."""
+    owner = aggregator_name()
+    try:
+        if not through_outages(lambda: take_aggregation(task_result_id, owner, stale_after_s=stale_after_s),
+                               "claiming an aggregation"):
+            return None
+        return _assemble(task_result_id, owner, status)
+    except OutageBudgetExceeded as exc:
+        logger.warning("aggregation of task result %s put off: %s", task_result_id, exc)
+        return None
+
+
+def _assemble(task_result_id: int, owner: str, status: str | None) -> str | None:
     engine = get_engine()
     with engine.connect() as connection:
         row = connection.execute(
@@ -115,72 +196,70 @@ def assemble_task_result_log(task_result_id: int, status: str | None = None) -> 
         task = load_task(spec.task, spec.dataset)
         folder = _Folder(task.metrics(), spec)
         duplicated = _duplicated_groups(task_result_id) if task.scores_population else set()
-
-        def samples() -> Iterator[SampleRecord]:
-            for body, group_key in _stream(select(sample_results.c.body, sample_results.c.group_key)
-                                           .where(sample_results.c.task_result_id == task_result_id)
-                                           .order_by(sample_results.c.position)):
-                record = SampleRecord.model_validate_json(body)
-                if task.scores_population and record.error is None:
-                    record.scores = task.score_in_population(record.scores, group_key in duplicated)
-                folder.add(record)
-                yield record
-
-        def sample_ids() -> Iterator[str]:
-            for (sample_id,) in _stream(select(sample_results.c.sample_id)
-                                        .where(sample_results.c.task_result_id == task_result_id)
-                                        .order_by(sample_results.c.position)):
-                yield sample_id
-
-        final_status = status or "success"
-        completed = {}
-
-        def footer() -> dict[str, Any]:
-            nonlocal final_status
+        with SampleSpool() as spool:
+            refreshed = time.monotonic()
+            statement = (select(sample_results.c.sample_id, sample_results.c.body, sample_results.c.group_key)
+                         .where(sample_results.c.task_result_id == task_result_id)
+                         .order_by(sample_results.c.position))
+            with engine.connect() as connection:
+                result = connection.execution_options(yield_per=STREAM_BATCH).execute(statement)
+                for sample_id, body, group_key in result:
+                    record = SampleRecord.model_validate_json(body)
+                    if task.scores_population and record.error is None:
+                        record.scores = task.score_in_population(record.scores, group_key in duplicated)
+                        body = record.model_dump_json()
+                    folder.add(record)
+                    spool.add(sample_id, body)
+                    if time.monotonic() - refreshed > CLAIM_REFRESH_S:
+                        _refresh_claim(task_result_id, owner)
+                        refreshed = time.monotonic()
+            final_status = status or "success"
+            error = None
             if status is None and errors_exceed_budget(folder.errors, row.total, evaluation.fail_on_error):
                 final_status = "error"
+                error = LogError(message=f"{folder.errors} of {row.total} samples failed, more than the "
+                                         "evaluation's fail_on_error allows")
             completed_at = now()
-            started_at = row.started_at if row.started_at.tzinfo else row.started_at.replace(
-                tzinfo=completed_at.tzinfo)
-            completed["results"] = folder.results()
-            return {
-                "results": completed["results"],
-                "stats": LogStats(started_at=started_at, completed_at=completed_at,
-                                  duration_s=(completed_at - started_at).total_seconds(),
-                                  model_calls=folder.model_calls, cache_hits=folder.cache_hits,
-                                  model_usage=folder.model_usage()),
-                "status": final_status,
-                "samples_errored": folder.errors,
-                "error": _budget_error(folder.errors, row.total) if final_status == "error" else None,
-            }
-
-        header = {
-            "version": LOG_VERSION, "run_id": row.run_id, "retry_of": row.retry_of,
-            "evaluation": EvaluationHeader(key=evaluation.key, display_name=evaluation.display_name,
-                                           description=evaluation.description, tags=evaluation.tags,
-                                           cache_policy=evaluation.cache_policy),
-            "task_specification": spec, "sample_count": row.total, "subsampling": spec.subsampling,
-        }
-        uri = write_task_result_log(get_settings().log_dir, log_relpath(evaluation.key, row.run_id, spec.key),
-                                    header, sample_ids(), samples(), footer)
-        metrics = finite_or_none({label: r.metrics for label, r in completed["results"].items()})
-        _settle(task_result_id, row.run_id, final_status, uri, metrics, None)
+            started_at = row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=completed_at.tzinfo)
+            results = folder.results()
+            summary = folder.error_summary(None)
+            header = LogHeader(
+                status=final_status, error=error, run_id=row.run_id, retry_of=row.retry_of,
+                evaluation=EvaluationHeader(key=evaluation.key, display_name=evaluation.display_name,
+                                            description=evaluation.description, tags=evaluation.tags,
+                                            cache_policy=evaluation.cache_policy),
+                task_specification=spec, sample_count=row.total, samples_errored=folder.errors,
+                subsampling=spec.subsampling, results=results,
+                stats=LogStats(started_at=started_at, completed_at=completed_at,
+                               duration_s=(completed_at - started_at).total_seconds(),
+                               model_calls=folder.model_calls, attempts=folder.attempts,
+                               cache_hits=folder.cache_hits, model_usage=folder.model_usage()),
+                error_summary=summary,
+            )
+            _refresh_claim(task_result_id, owner)
+            uri = write_task_result_log(get_settings().log_dir, log_relpath(evaluation.key, row.run_id, spec.key),
+                                        header, spool)
+        metrics = finite_or_none({label: r.metrics for label, r in results.items()})
+        through_outages(lambda: _settle(task_result_id, owner, row.run_id, final_status, uri, metrics,
+                                        error.message if error else None, summary), "settling a task result")
         return uri
-    except Exception as exc:  # noqa: BLE001 - the run must end with the reason, not hang
-        logger.exception("aggregation of task result %s failed", task_result_id)
-        _settle(task_result_id, row.run_id, "error", None, None,
-                f"aggregation failed: {exc}\n{traceback.format_exc(limit=5)}")
+    except LostClaim as exc:
+        logger.warning("%s", exc)
         return None
-
-
-def _budget_error(errors: int, total: int) -> LogError:
-    return LogError(message=f"{errors} of {total} samples failed, more than the evaluation's fail_on_error allows")
-
-
-def _stream(statement) -> Iterator[Any]:  # noqa: ANN001
-    with get_engine().connect() as connection:
-        result = connection.execution_options(yield_per=STREAM_BATCH).execute(statement)
-        yield from result
+    except Exception as exc:  # noqa: BLE001 - the run must end with the reason, not hang
+        if isinstance(exc, StoreError) or is_outage(exc):
+            # Not the task's fault: leave it for the next recovery pass, which tries again.
+            logger.warning("could not write the log of task result %s, will try again: %s", task_result_id, exc)
+            try:
+                release_aggregation(task_result_id, owner, f"writing the log failed, retrying: {exc}")
+            except Exception:  # noqa: BLE001 - the claim goes stale by itself
+                pass
+            return None
+        logger.exception("aggregation of task result %s failed", task_result_id)
+        message = f"aggregation failed: {exc}"
+        _settle(task_result_id, owner, row.run_id, "error", None, None,
+                f"{message}\n{traceback.format_exc(limit=5)}", ErrorSummary(task_error=message))
+        return None
 
 
 def _duplicated_groups(task_result_id: int) -> set[str]:
@@ -192,12 +271,16 @@ def _duplicated_groups(task_result_id: int) -> set[str]:
         ).scalars())
 
 
-def _settle(task_result_id: int, run_id: str, status: str, log_path: str | None,
-            metrics: dict | None, error: str | None) -> None:
+def _settle(task_result_id: int, owner: str, run_id: str, status: str, log_path: str | None,
+            metrics: dict | None, error: str | None, summary: ErrorSummary | None) -> None:
+    t = task_results.c
     with get_engine().begin() as connection:
-        connection.execute(update(task_results).where(task_results.c.id == task_result_id).values(
+        connection.execute(update(task_results).where(
+            t.id == task_result_id, t.status == "aggregating", or_(t.aggregator == owner, t.aggregator.is_(None)),
+        ).values(
             status=status, log_path=log_path, completed_at=now(), error=error,
             metrics=None if metrics is None else json.dumps(metrics),
+            error_summary=None if summary is None else summary.model_dump_json(),
         ))
     settle_run(run_id)
 
@@ -212,3 +295,6 @@ def settle_run(run_id: str) -> None:
         status = "cancelled" if "cancelled" in statuses else "error" if "error" in statuses else "success"
         connection.execute(update(runs).where(runs.c.id == run_id, runs.c.status.in_(("running", CANCELLING)))
                            .values(status=status, finished_at=now()))
+
+
+__all__ = ["aggregate_task", "assemble_task_result_log", "errors_exceed_budget", "settle_run", "take_aggregation"]

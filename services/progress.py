@@ -19,6 +19,8 @@ class RunProgress:
             TextColumn("{task.fields[rate]:.0f} samples/s"), TextColumn("[red]{task.fields[errors]} errors"),
             TimeElapsedColumn(), console=console, transient=True,
         )
+        self.console = console
+        self._stopped = False
         self.total = total
         self.label = label
         self.submitting: TaskID | None = None
@@ -30,8 +32,16 @@ class RunProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.progress.__exit__(*exc)
+        self.stop()
+
+    def stop(self) -> None:
+        if self.enabled and not self._stopped:
+            self._stopped = True
+            self.progress.__exit__(None, None, None)
+
+    def say(self, message: str) -> None:
+        """A line on the console above the bar (the bar itself stays)."""
+        self.console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     def enqueued(self, sent: int) -> None:
         if not self.enabled:

@@ -5,6 +5,8 @@ raised before anything is registered or submitted."""
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from shared.entrypoints import load_entrypoint
 from shared.errors import SpecError
 from shared.log import TaskResultLog
 from shared.plan import ResolvedDataset, ResolvedEvaluation, ResolvedModel, ResolvedTask, ResolvedTaskSpec
-from shared.samples import Selection, dataset_format, select_samples
+from shared.samples import MissingSampleField, Selection, dataset_format, select_samples
+from shared.settings import get_settings
 from shared.spec import DatasetEntity, ModelEntity, RunFile, TaskEntity, load_run_file, spec_error_from
 from workers.providers.mock import MOCK_MODELS
 from workers.tasks import BUILTIN_TASKS, Task, load_task, task_class
@@ -52,7 +55,7 @@ def select_for(spec: ResolvedTaskSpec) -> ResolvedSpec:
     """Validate a specification's dataset against its task and select its samples."""
     task = load_task(spec.task, spec.dataset)
     selection = select_samples(spec.dataset, spec.num_samples, spec.subsampling, needs_input=task.needs_input,
-                               needs_target=task.needs_target)
+                               needs_target=task.needs_target, required=task.required_fields())
     return ResolvedSpec(spec=spec, selection=selection, needs_input=task.needs_input,
                         needs_target=task.needs_target)
 
@@ -118,7 +121,10 @@ class _Resolver:
             subsampling=subsampling,
             task_result_log_path=spec.task_result_log_path,
         )
-        selected = select_for(resolved)
+        try:
+            selected = select_for(resolved)
+        except MissingSampleField as exc:
+            raise SpecError(self.file, self._field(index, f"task_config.{exc.config_field}"), exc.message) from None
         uploaded = None
         if spec.task_result_log_path is not None:
             field = self._field(index, "task_result_log_path")
@@ -158,6 +164,8 @@ class _Resolver:
         assert isinstance(entity, ModelEntity)
         if entity.provider == "python":
             load_entrypoint(entity.name, file=self.file, field=self._field(index, "model_key"))
+        if entity.provider == "openai" and entity.api_key_env and entity.api_key_env not in os.environ:
+            self._missing_key(entity, index)
         if entity.provider == "mock" and entity.name not in MOCK_MODELS:
             raise SpecError(self.file, self._field(index, "model_key"),
                             f"mock model {entity.name!r} does not exist; use one of {', '.join(MOCK_MODELS)}")
@@ -169,6 +177,20 @@ class _Resolver:
             max_attempts=entity.max_attempts, retry_timeout=entity.retry_timeout,
             requests_per_minute=entity.requests_per_minute, queue=entity.queue,
         )
+
+    def _missing_key(self, entity: ModelEntity, index: int) -> None:
+        """Embedded, this process runs the samples: an unset key would fail every one of them. In a
+        cluster the workers may hold keys the submitter lacks: a warning, and a worker without the
+        variable fails those samples at once, naming it."""
+        position = next((i for i, m in enumerate(self.run_file.models) if m.key == entity.key), None)
+        field = (f"models[{position}:{entity.key}].api_key_env" if position is not None
+                 else self._field(index, "model_key"))
+        message = f"the environment variable {entity.api_key_env} is not set"
+        if get_settings().embedded:
+            raise SpecError(self.file, field, f"{message}, and the samples run in this process (embedded mode): "
+                                              f"export {entity.api_key_env}=... or fix `api_key_env`")
+        warnings.warn(f"{self.file}: field `{field}`: {message} here; the workers must have it, or its samples "
+                      "fail", UserWarning, stacklevel=2)
 
     def dataset(self, key: str, index: int) -> ResolvedDataset:
         entity = self._entity("dataset", key, self.run_file.datasets)

@@ -4,7 +4,7 @@ logs stay as they were; the new ones keep the task identity and name the run the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from sqlalchemy import select
 
@@ -30,7 +30,8 @@ def source_run_id(source: str) -> str:
         raise EvalfleetError(f"cannot read task result log {source}: {exc}") from None
 
 
-def retry_run(source: str, on_progress: ProgressCallback | None = None) -> str:
+def retry_run(source: str, on_progress: ProgressCallback | None = None,
+              on_created: Callable[[str], None] | None = None) -> str:
     """Start the retry of a run (by id or by one of its logs); returns the new run's id."""
     old_run_id = source_run_id(source)
     with get_engine().connect() as connection:
@@ -42,6 +43,8 @@ def retry_run(source: str, on_progress: ProgressCallback | None = None) -> str:
     evaluation = ResolvedEvaluation.model_validate_json(plan)
     specs = [select_for(spec) for spec in evaluation.task_specifications]
     run_id, new_ids = create_run(evaluation, specs, retry_of=old_run_id)
+    if on_created is not None:
+        on_created(run_id)
     reused: list[set[str]] = []
     for item, new_id in zip(specs, new_ids, strict=True):
         kept: set[str] = set()

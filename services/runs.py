@@ -1,5 +1,6 @@
 """Runs as users see them: the report that `run --json` and `status --json` print, progress,
-waiting for a run to finish, and the list of runs."""
+waiting for a run to finish (riding out outages, recovering what crashes interrupted, saying so
+when no worker is there), cancelling, and the list of runs."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ from datetime import datetime
 from pydantic import BaseModel
 from sqlalchemy import func, select, update
 
-from shared.db import CANCELLING, FINAL_STATUSES, get_engine, runs, task_results
-from shared.errors import RunNotFound
+from shared.db import CANCELLING, FINAL_STATUSES, get_engine, runs, sample_results, task_results
+from shared.errors import EvalfleetError, RunNotFound
+from shared.log import ErrorCount, ErrorSummary
+from shared.outages import OutageBudgetExceeded, is_outage, through_outages
+from shared.plan import ResolvedTaskSpec
+from shared.settings import get_settings
+
+TOP_ERRORS = 5
+# How long a run may wait with no live worker on one of its queues before `run` says so.
+NO_WORKER_AFTER_S = 30.0
 
 
 class TaskResultReport(BaseModel):
@@ -23,9 +32,11 @@ class TaskResultReport(BaseModel):
     done: int
     errors: int
     model_calls: int
+    attempts: int = 0
     cache_hits: int
     metrics: dict[str, dict[str, float | None]]
     error: str | None = None
+    error_summary: ErrorSummary | None = None
 
 
 class RunReport(BaseModel):
@@ -56,7 +67,9 @@ class RunReport(BaseModel):
         return sum(t.errors for t in self.task_results)
 
 
-def run_report(run_id: str) -> RunReport:
+def run_report(run_id: str, *, with_errors: bool = False) -> RunReport:
+    """A run and its task results. `with_errors`: also summarise the sample errors of task results
+    still running (finished ones carry their summary)."""
     with get_engine().connect() as connection:
         run = connection.execute(select(runs).where(runs.c.id == run_id)).one_or_none()
         if run is None:
@@ -64,34 +77,79 @@ def run_report(run_id: str) -> RunReport:
         rows = connection.execute(
             select(task_results).where(task_results.c.run_id == run_id).order_by(task_results.c.position)
         ).all()
+        reports = []
+        for row in rows:
+            summary = ErrorSummary.model_validate_json(row.error_summary) if row.error_summary else None
+            if summary is None and with_errors and row.errors:
+                summary = live_error_summary(connection, row.id, row.errors)
+            if summary is not None and summary.task_error is None and row.status == "error" and row.error and \
+                    not summary.most_frequent:
+                summary.task_error = row.error.splitlines()[0]
+            reports.append(TaskResultReport(
+                key=row.spec_key, status=row.status, log_path=row.log_path, samples=row.total, done=row.done,
+                errors=row.errors, model_calls=row.model_calls, attempts=row.attempts, cache_hits=row.cache_hits,
+                metrics=json.loads(row.metrics) if row.metrics else {}, error=row.error, error_summary=summary,
+            ))
     return RunReport(
         run_id=run.id, status=run.status, evaluation=run.evaluation_key, display_name=run.display_name,
         created_at=run.created_at, finished_at=run.finished_at, retry_of=run.retry_of, error=run.error,
-        task_results=[
-            TaskResultReport(
-                key=row.spec_key, status=row.status, log_path=row.log_path, samples=row.total, done=row.done,
-                errors=row.errors, model_calls=row.model_calls, cache_hits=row.cache_hits,
-                metrics=json.loads(row.metrics) if row.metrics else {}, error=row.error,
-            )
-            for row in rows
-        ],
+        task_results=reports,
     )
 
 
+def live_error_summary(connection, task_result_id: int, errors: int) -> ErrorSummary:  # noqa: ANN001
+    """The most frequent sample errors of a task result, counted in the database."""
+    sr = sample_results.c
+    top = connection.execute(
+        select(sr.error_type, sr.error_message, func.count().label("n"))
+        .where(sr.task_result_id == task_result_id, sr.is_error.is_(True))
+        .group_by(sr.error_type, sr.error_message).order_by(func.count().desc()).limit(TOP_ERRORS)
+    ).all()
+    return ErrorSummary(samples_errored=errors, most_frequent=[
+        ErrorCount(type=kind or "Error", message=message or "", count=n) for kind, message, n in top])
+
+
 RECOVERY_EVERY_S = 5.0
+Notify = Callable[[str], None]
 
 
 def wait_for_run(run_id: str, on_progress: Callable[[RunReport], None] | None = None,
-                 poll_s: float = 0.25, timeout_s: float | None = None) -> RunReport:
-    """Poll until the run finishes. Every few seconds, also finish what a crash interrupted:
-    aggregation that never fired, and samples lost by a broker restart."""
-    from services.recovery import BrokerWatch, finish_stalled_aggregations, requeue_missing_samples
+                 poll_s: float = 0.25, timeout_s: float | None = None, notify: Notify | None = None) -> RunReport:
+    """Poll until the run finishes. Every few seconds, also finish what a crash interrupted
+    (aggregation that never fired, samples lost by a broker restart or held by nobody), and say
+    once (through `notify`) when no worker consumes one of the run's queues. Database outages are
+    waited out up to the outage budget, with a message."""
+    from services.recovery import (
+        BrokerWatch,
+        UnheldSamples,
+        finish_stalled_aggregations,
+        requeue_missing_samples,
+    )
 
+    say = notify or (lambda message: None)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     watch = BrokerWatch()
+    safety_net = UnheldSamples(run_id)
+    idle_queues = IdleQueues(run_id)
     next_recovery = time.monotonic() + RECOVERY_EVERY_S
+    outage_notified = False
+
+    def on_outage(exc: BaseException, waited: float) -> None:
+        nonlocal outage_notified
+        if not outage_notified:
+            say(f"the database is unreachable ({str(exc).splitlines()[0][:200]}); waiting for it to come back "
+                f"(up to {get_settings().outage_budget:.0f} s)")
+            outage_notified = True
+
     while True:
-        report = run_report(run_id)
+        try:
+            report = through_outages(lambda: run_report(run_id), "following the run", on_wait=on_outage)
+        except OutageBudgetExceeded as exc:
+            raise EvalfleetError(f"{exc}; the run goes on without this command: follow it with "
+                                 f"`evalfleet status {run_id}`") from None
+        if outage_notified:
+            say("the database is back")
+            outage_notified = False
         if on_progress is not None:
             on_progress(report)
         if report.finished:
@@ -100,16 +158,73 @@ def wait_for_run(run_id: str, on_progress: Callable[[RunReport], None] | None = 
             return report
         if time.monotonic() >= next_recovery:
             next_recovery = time.monotonic() + RECOVERY_EVERY_S
-            if watch.restarted():
-                requeue_missing_samples(run_id)
-            if any(t.status in ("running", "aggregating") and t.done >= t.samples for t in report.task_results):
-                finish_stalled_aggregations(run_id)
+            try:
+                if watch.restarted():
+                    requeue_missing_samples(run_id)
+                if any(t.status in ("running", "aggregating") and t.done >= t.samples for t in report.task_results):
+                    finish_stalled_aggregations(run_id)
+                safety_net.sweep()
+                for message in idle_queues.check():
+                    say(message)
+            except Exception as exc:  # noqa: BLE001 - recovery is retried on the next pass
+                if not is_outage(exc):
+                    raise
         time.sleep(poll_s)
+
+
+class IdleQueues:
+    """The run's queues that no live worker consumes, said once per queue after NO_WORKER_AFTER_S."""
+
+    def __init__(self, run_id: str, after_s: float = NO_WORKER_AFTER_S):
+        self.run_id = run_id
+        self.after_s = after_s
+        self.since: dict[str, float] = {}
+        self.told: set[str] = set()
+
+    def check(self) -> list[str]:
+        if get_settings().embedded:
+            return []
+        messages = []
+        for queue in idle_queues(self.run_id):
+            first = self.since.setdefault(queue, time.monotonic())
+            if queue not in self.told and time.monotonic() - first >= self.after_s:
+                self.told.add(queue)
+                messages.append(no_worker_message(queue, time.monotonic() - first))
+        return messages
+
+
+def run_queues(run_id: str) -> list[str]:
+    from workers.app import queue_for
+
+    with get_engine().connect() as connection:
+        plans = connection.execute(select(task_results.c.plan).where(
+            task_results.c.run_id == run_id, task_results.c.status.in_(("running", "aggregating")))).scalars().all()
+    return sorted({queue_for(ResolvedTaskSpec.model_validate_json(plan)) for plan in plans})
+
+
+def idle_queues(run_id: str) -> list[str]:
+    """The queues of the run's unfinished task results that no live worker consumes."""
+    from workers.heartbeat import live_workers
+
+    if get_settings().embedded:
+        return []
+    consumed = {queue for worker in live_workers() for queue in worker["queues"]}
+    return [queue for queue in run_queues(run_id) if queue not in consumed]
+
+
+def no_worker_message(queue: str, waited_s: float | None = None) -> str:
+    from workers.app import broker_address
+
+    broker = broker_address()
+    waited = f" for {waited_s:.0f} s" if waited_s is not None else ""
+    return (f"no worker has consumed queue {queue!r} on {broker}{waited}; the run waits. Start one with: "
+            f"EVALFLEET_BROKER_URL={broker} evalfleet worker -Q {queue}")
 
 
 def cancel_run(run_id: str, grace_s: float = 2.0) -> RunReport:
     """Stop a run: workers drop its samples not yet started, those in flight get `grace_s` to
-    finish, then every unfinished task result gets its log with status `cancelled`."""
+    finish, then every unfinished task result gets its log with status `cancelled`. With no live
+    worker on the run's queues, nothing is in flight: it completes at once, here."""
     from services.aggregator import assemble_task_result_log, settle_run
     from workers.results import claim_aggregation
 
@@ -119,17 +234,25 @@ def cancel_run(run_id: str, grace_s: float = 2.0) -> RunReport:
     with get_engine().begin() as connection:
         connection.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "running")
                            .values(status=CANCELLING))
-    time.sleep(grace_s)
+    unattended = set(idle_queues(run_id))
+    if not unattended or unattended != set(run_queues(run_id)):
+        time.sleep(grace_s)
+    from workers.app import queue_for
+
     with get_engine().connect() as connection:
-        ids = connection.execute(select(task_results.c.id).where(
-            task_results.c.run_id == run_id, task_results.c.status == "running")).scalars().all()
-    for task_result_id in ids:
-        with get_engine().begin() as connection:
-            claimed = claim_aggregation(connection, task_result_id, complete_only=False)
-        if claimed:
-            assemble_task_result_log(task_result_id, status="cancelled")
+        rows = connection.execute(select(task_results.c.id, task_results.c.status, task_results.c.plan).where(
+            task_results.c.run_id == run_id, task_results.c.status.in_(("running", "aggregating")))).all()
+    for task_result_id, status, plan in rows:
+        if status == "running":
+            with get_engine().begin() as connection:
+                claimed = claim_aggregation(connection, task_result_id, complete_only=False)
+            if claimed:
+                assemble_task_result_log(task_result_id, status="cancelled")
+        elif queue_for(ResolvedTaskSpec.model_validate_json(plan)) in unattended:
+            # Claimed, but its aggregation waits in a queue nobody consumes: write the log here.
+            assemble_task_result_log(task_result_id, stale_after_s=0)
     settle_run(run_id)
-    return run_report(run_id)
+    return run_report(run_id, with_errors=True)
 
 
 class RunSummary(BaseModel):

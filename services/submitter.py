@@ -127,9 +127,13 @@ def submit(path: str | Path, on_progress: ProgressCallback | None = None) -> str
     return submit_resolved(validate_run_file(path), on_progress)
 
 
-def submit_resolved(resolved: ResolvedRunFile, on_progress: ProgressCallback | None = None) -> str:
-    """Register and enqueue an evaluation validated by `validate_run_file`; returns the run id."""
+def submit_resolved(resolved: ResolvedRunFile, on_progress: ProgressCallback | None = None,
+                    on_created: Callable[[str], None] | None = None) -> str:
+    """Register and enqueue an evaluation validated by `validate_run_file`; returns the run id.
+    `on_created(run_id)` is called once the run exists, before its samples are enqueued."""
     run_id, task_result_ids = create_run(resolved.evaluation, resolved.specs, resolved.entities_to_register())
+    if on_created is not None:
+        on_created(run_id)
     try:
         for item, task_result_id in zip(resolved.specs, task_result_ids, strict=True):
             if item.uploaded_log is not None:

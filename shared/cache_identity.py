@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from shared.plan import ResolvedModel, ResolvedTask
-from shared.samples import Sample
+from shared.samples import Prompt, Sample
 
 IDENTITY_VERSION = 1
 
@@ -43,12 +43,13 @@ def task_identity(task: ResolvedTask, scorer_fields: tuple[str, ...]) -> tuple[d
     return {**source, "config": inference_part}, {**source, "config": scorer_part}
 
 
-def inference_key(model: dict[str, Any], task: dict[str, Any], prompt: str, sample: Sample, epoch: int = 0) -> str:
+def inference_key(model: dict[str, Any], task: dict[str, Any], prompt: Prompt, sample: Sample, epoch: int = 0) -> str:
     return canonical_hash({
         "v": IDENTITY_VERSION,
         "model": model,
         "task": task,
-        "prompt": prompt,
+        # Text as it always was; a conversation as its list of {role, content} messages.
+        "prompt": prompt if isinstance(prompt, str) else [message.model_dump() for message in prompt],
         "sample": sample.model_dump(mode="json"),
         "epoch": epoch,
     })

@@ -69,15 +69,24 @@ task_results = Table(
     Column("done", Integer, nullable=False, default=0),
     Column("errors", Integer, nullable=False, default=0),
     Column("model_calls", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
     Column("cache_hits", Integer, nullable=False, default=0),
     # running -> aggregating (claimed once, by whoever saw the last sample) -> success | error | cancelled
     Column("status", String(16), nullable=False),
     Column("log_path", Text, nullable=True),
     Column("metrics", Text, nullable=True),
     Column("error", Text, nullable=True),
+    # The most frequent sample errors, once the task result is final (JSON; see services.runs).
+    Column("error_summary", Text, nullable=True),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("completed_at", DateTime(timezone=True), nullable=True),
+    # Aggregation: claimed when the last sample is recorded; `aggregator` names the process writing
+    # the log, which keeps `claimed_at` fresh while it works, so a dead one's claim goes stale.
     Column("claimed_at", DateTime(timezone=True), nullable=True),
+    Column("aggregator", String(64), nullable=True),
+    # When a sample was last recorded: a running task result with no progress for a while is
+    # checked for samples that nobody holds any more (services.recovery).
+    Column("progress_at", DateTime(timezone=True), nullable=True),
 )
 
 sample_results = Table(
@@ -90,9 +99,29 @@ sample_results = Table(
     Column("is_error", Boolean, nullable=False),
     # Tasks that score against the whole population (uniqueness) group samples by this value.
     Column("group_key", String(64), nullable=True),
+    # A failed sample's error, for summaries by type and message without reading the bodies.
+    Column("error_type", String(100), nullable=True),
+    Column("error_message", String(300), nullable=True),
     Column("body", Text, nullable=False),
     UniqueConstraint("task_result_id", "sample_id", name="uq_sample_results_sample"),
     Index("ix_sample_results_position", "task_result_id", "position"),
+)
+
+# Worker processes, by node name: each one refreshes its row every few seconds (workers.heartbeat),
+# naming the samples it holds, so others can tell a live worker from a dead one.
+worker_processes = Table(
+    "workers",
+    metadata,
+    Column("name", String(250), primary_key=True),
+    Column("hostname", String(250), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("queues", Text, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False, index=True),
+    Column("active", Integer, nullable=False, default=0),
+    # JSON {task_result_id: [positions]}: the samples this worker has received and not finished.
+    Column("holding", Text, nullable=False, default="{}"),
 )
 
 FINAL_STATUSES = ("success", "error", "cancelled")
@@ -187,3 +216,36 @@ def _migration_lock(engine: Engine):
             yield
     else:
         yield
+
+
+@contextmanager
+def exclusive(name: str, engine: Engine | None = None):
+    """A lock held by at most one process among all that share the database, taken without
+    waiting: yields True when this process holds it. PostgreSQL advisory lock, or a file lock
+    beside a SQLite database (whose users all share one host)."""
+    engine = engine or get_engine()
+    key = int.from_bytes(name.encode()[:7].ljust(7, b"\0"), "big")
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            held = bool(connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+            try:
+                yield held
+            finally:
+                if held:
+                    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                connection.commit()
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield True
+        return
+    with open(f"{database}.{name}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

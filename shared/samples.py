@@ -13,9 +13,9 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import SpecError, StoreError
 from shared.plan import ResolvedDataset
@@ -25,9 +25,21 @@ FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv"}
 RANDOM_SUBSAMPLING_SEED = "evalfleet-subsampling-v1"
 
 
+class ChatMessage(BaseModel):
+    """One message of a conversation, in the OpenAI shape: a dataset's `input` may be a list of them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str
+
+
+# What a task sends to a model: one user message's text, or a whole conversation.
+Prompt = str | list[ChatMessage]
+
+
 class Sample(BaseModel):
     id: str
-    input: str | None = None
+    input: str | list[ChatMessage] | None = None
     target: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -95,10 +107,15 @@ def _rows(handle: IO[str], fmt: str, path: str) -> Iterator[dict[str, Any]]:
                 yield row
 
 
+# `utf-8-sig` reads plain UTF-8 too, and drops the byte-order mark that spreadsheet programs put
+# first: read as `utf-8`, the mark would become part of the first column's name.
+DATASET_ENCODING = "utf-8-sig"
+
+
 def _open_dataset(path: str, fmt: str) -> IO[str]:
     newline = "" if fmt == "csv" else None
     if not path.startswith("s3://"):
-        return open(path, encoding="utf-8", newline=newline)  # noqa: SIM115
+        return open(path, encoding=DATASET_ENCODING, newline=newline)  # noqa: SIM115
     # Spooled to a temporary file (not memory) so a large dataset streams like a local one.
     from shared.storage import store_for
 
@@ -110,13 +127,23 @@ def _open_dataset(path: str, fmt: str) -> IO[str]:
     spool = tempfile.TemporaryFile()
     shutil.copyfileobj(body, spool, 1024 * 1024)
     spool.seek(0)
-    return io.TextIOWrapper(spool, encoding="utf-8", newline=newline)
+    return io.TextIOWrapper(spool, encoding=DATASET_ENCODING, newline=newline)
 
 
 def sample_id(row: dict[str, Any], index: int, dataset: ResolvedDataset) -> str:
     """A row's id field, or its row index when the field is missing or empty."""
     value = row.get(dataset.id_field)
-    return str(index) if value is None or value == "" else str(value)
+    identifier = str(index) if value is None or value == "" else str(value)
+    if "\x00" in identifier:
+        # Databases refuse NUL in text: such an id could never be recorded.
+        raise SpecError(dataset.path, f"row {index}: {dataset.id_field}",
+                        "the sample id contains a NUL character (\\x00), which cannot be stored")
+    try:
+        identifier.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SpecError(dataset.path, f"row {index}: {dataset.id_field}",
+                        "the sample id is not valid Unicode (a lone surrogate escape such as \\ud800)") from None
+    return identifier
 
 
 def to_sample(row: dict[str, Any], index: int, dataset: ResolvedDataset, *, needs_input: bool,
@@ -135,16 +162,77 @@ def to_sample(row: dict[str, Any], index: int, dataset: ResolvedDataset, *, need
         )
     return Sample(
         id=sample_id(row, index, dataset),
-        input=_text(raw_input),
+        input=_input(raw_input, dataset.path, f"{where}: {dataset.input_field}"),
         target=_text(target),
         metadata=metadata,
     )
+
+
+def _input(value: Any, path: str, field: str) -> str | list[ChatMessage] | None:
+    """Text, or a conversation (a list of {role, content} messages); anything else is refused
+    rather than sent to the model as its JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and value:
+        messages = []
+        for number, message in enumerate(value):
+            try:
+                messages.append(ChatMessage.model_validate(message))
+            except ValidationError as exc:
+                problem = exc.errors()[0]
+                where = ".".join(str(part) for part in problem["loc"])
+                raise SpecError(path, field, f"message {number}{'.' + where if where else ''}: {problem['msg']}; "
+                                             "a list input is chat messages, each with a `role` (system, developer, "
+                                             "user or assistant) and a text `content`") from None
+        return messages
+    raise SpecError(path, field, f"the input is {_kind(value)}; it must be text or a list of chat messages "
+                                 "({role, content})")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, dict):
+        return "an object"
+    return "an empty list" if value == [] else f"a {type(value).__name__}"
 
 
 def _text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value)
+
+
+class MissingSampleField(SpecError):
+    """A selected sample lacks a field the task needs (a prompt template placeholder, say). Raised
+    against the dataset; the resolver re-raises it against the run file's config field."""
+
+    def __init__(self, dataset: ResolvedDataset, index: int, name: str, config_field: str, present: list[str]):
+        self.name = name
+        self.config_field = config_field
+        self.row = index
+        self.present = present
+        mapped = {dataset.id_field: "id", dataset.input_field: "input", dataset.target_field: "target"}
+        hint = f" (`{name}` is the dataset's {mapped[name]} field: write {{{mapped[name]}}})" if name in mapped else ""
+        super().__init__(dataset.path, f"row {index}",
+                         f"{config_field} refers to {{{name}}}, which row {index} of {dataset.path} lacks{hint}; "
+                         f"its fields: {', '.join(present)}")
+
+
+def missing_field(row: dict[str, Any], dataset: ResolvedDataset, required: dict[str, str]) -> tuple[str, str] | None:
+    """The first (field, config field) of `required` that a row does not offer as a sample field."""
+    mapped = (dataset.id_field, dataset.input_field, dataset.target_field)
+    for name, config_field in required.items():
+        if name not in row or name in mapped:
+            return name, config_field
+    return None
+
+
+def _present_fields(row: dict[str, Any], dataset: ResolvedDataset) -> list[str]:
+    mapped = (dataset.id_field, dataset.input_field, dataset.target_field)
+    return ["id", "input", "target"] + [name for name in row if name not in mapped]
 
 
 @dataclass(frozen=True)
@@ -197,34 +285,50 @@ class DuplicateIds:
 
 
 def select_samples(dataset: ResolvedDataset, num_samples: int | None, subsampling: str, *,
-                   needs_input: bool, needs_target: bool) -> Selection:
-    """Validate every row and choose the samples.
+                   needs_input: bool, needs_target: bool, required: dict[str, str] | None = None) -> Selection:
+    """Validate every row and choose the samples. `required`: fields (by name, each with the config
+    field that needs it) every selected sample must have; see `MissingSampleField`.
 
     `random` keeps the `num_samples` rows with the smallest seeded hash of their sample id: the same
     choice on every run and machine, independent of row order, in memory bounded by `num_samples`.
     """
     ids = DuplicateIds()
-    heap: list[tuple[int, int]] = []  # (-rank, index): a max-heap of the smallest ranks
+    heap: list[tuple[int, int, bool]] = []  # (-rank, index, lacks a field): a max-heap of the smallest ranks
     count = 0
+    first_lacking: int | None = None
+    randomly = subsampling == "random" and num_samples is not None
     for index, row in enumerate(iter_rows(dataset.path)):
         sample = to_sample(row, index, dataset, needs_input=needs_input, needs_target=needs_target)
         ids.add(sample.id)
         count += 1
-        if subsampling == "random" and num_samples is not None:
+        lacking = bool(required) and missing_field(row, dataset, required) is not None
+        if lacking and not randomly and (num_samples is None or index < num_samples):
+            _raise_missing(dataset, index, row, required)
+        if randomly:
             rank = random_rank(sample.id)
             if len(heap) < num_samples:
-                heapq.heappush(heap, (-rank, index))
+                heapq.heappush(heap, (-rank, index, lacking))
             elif -heap[0][0] > rank:
-                heapq.heapreplace(heap, (-rank, index))
+                heapq.heapreplace(heap, (-rank, index, lacking))
+    if randomly:
+        first_lacking = min((index for _, index, lacking in heap if lacking), default=None)
+    if first_lacking is not None:
+        row = next(r for i, r in enumerate(iter_rows(dataset.path)) if i == first_lacking)
+        _raise_missing(dataset, first_lacking, row, required)
     if count == 0:
         raise SpecError(dataset.path, None, "the dataset has no rows")
     duplicate = ids.confirm((index, sample_id(row, index, dataset)) for index, row in enumerate(iter_rows(dataset.path)))
     if duplicate is not None:
         index, repeated = duplicate
         raise SpecError(dataset.path, f"row {index}: {dataset.id_field}", f"duplicate sample id {repeated!r}")
-    if subsampling == "random" and num_samples is not None and num_samples < count:
-        return Selection(total=len(heap), positions=frozenset(index for _, index in heap))
+    if randomly and num_samples < count:
+        return Selection(total=len(heap), positions=frozenset(index for _, index, _ in heap))
     return Selection(total=min(count, num_samples or count), positions=None)
+
+
+def _raise_missing(dataset: ResolvedDataset, index: int, row: dict[str, Any], required: dict[str, str]) -> None:
+    name, config_field = missing_field(row, dataset, required)
+    raise MissingSampleField(dataset, index, name, config_field, _present_fields(row, dataset))
 
 
 def random_rank(sample_id: str) -> int:

@@ -28,7 +28,17 @@ class Settings(BaseSettings):
     prefetch_multiplier: int = Field(4, ge=1, description="Messages reserved per concurrency slot.")
     queue: str = Field("evalfleet", description="Default queue of sample and aggregation tasks.")
     visibility_timeout: int = Field(
-        3600, ge=10, description="Seconds before Redis redelivers an unacknowledged sample."
+        30, ge=10, description="Redis broker: seconds after its worker's last heartbeat before a sample "
+        "held by a worker that died is delivered again. Live workers refresh their samples every few "
+        "seconds, so a long sample is never delivered twice.",
+    )
+    outage_budget: float = Field(
+        300.0, gt=0, description="Seconds a sample waits for the database, Redis or the store to come back "
+        "before its worker hands it back to the broker.",
+    )
+    worker_grace: float = Field(
+        30.0, ge=0, description="Seconds a stopping worker (SIGTERM) gives its in-flight samples before "
+        "handing them back to the broker.",
     )
     result_batch_size: int = Field(200, ge=1, description="Sample results committed per transaction.")
     allowed_modules: str = Field(

@@ -37,6 +37,12 @@ def safe_relpath(relpath: str) -> str:
     return "/".join(parts)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class LocalStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
@@ -52,6 +58,8 @@ class LocalStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:
+            # mkstemp makes the file private (0600); a log is made like any other file (umask).
+            os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 yield handle
             os.replace(tmp, target)
@@ -121,11 +129,23 @@ class S3Store:
             yield text
             text.flush()
             text.detach()  # hand the bytes back without letting the wrapper close the spool
+            self._upload(spool, relpath)
+
+    def _upload(self, spool: IO[bytes], relpath: str) -> None:
+        """One upload (a multipart upload is complete or absent: never half an object), tried
+        again while the endpoint is unreachable or failing, for up to the outage budget."""
+        from shared.outages import OutageBudgetExceeded, retry_while
+
+        def attempt() -> None:
             spool.seek(0)
-            try:
-                self.client.upload_fileobj(spool, self.bucket, self._key(relpath))
-            except Exception as exc:  # botocore raises many unrelated types
-                raise StoreError(f"cannot write {self.uri(relpath)}: {exc}") from exc
+            self.client.upload_fileobj(spool, self.bucket, self._key(relpath))
+
+        try:
+            retry_while(attempt, transient_s3_error, f"uploading {self.uri(relpath)}")
+        except OutageBudgetExceeded as exc:
+            raise StoreError(f"cannot write {self.uri(relpath)}: {exc.cause}") from exc
+        except Exception as exc:  # botocore raises many unrelated types
+            raise StoreError(f"cannot write {self.uri(relpath)}: {exc}") from exc
 
     def open(self, relpath: str) -> IO[bytes]:
         try:
@@ -154,6 +174,22 @@ class S3Store:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
             for item in page.get("Contents", []):
                 yield item["Key"][strip:]
+
+
+def transient_s3_error(exc: BaseException) -> bool:
+    """An S3 failure worth trying again: no connection, a timeout, a 5xx or throttling answer.
+    A refusal (403, 404: no such bucket) is not."""
+    from botocore.exceptions import ClientError
+
+    cause = exc
+    while cause is not None:
+        if isinstance(cause, ClientError):
+            status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            code = cause.response.get("Error", {}).get("Code", "")
+            return status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout", "Throttling")
+        cause = cause.__cause__ or cause.__context__
+    # Connection refused or reset, timeouts, upload failures without an S3 answer.
+    return True
 
 
 _s3_stores: dict[str, S3Store] = {}

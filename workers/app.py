@@ -4,21 +4,24 @@ results go to the database, which is the single account of every sample."""
 
 from __future__ import annotations
 
+import re
 from contextlib import ExitStack
 
 from celery import Celery
 
 from shared.plan import ResolvedTaskSpec
+from shared.redact import mask_url
 from shared.settings import Settings, get_settings
 from workers.broker import transport_for
 
 SAMPLE_TASK = "evalfleet.sample"
 AGGREGATE_TASK = "evalfleet.aggregate"
+SWEEP_TASK = "evalfleet.recovery-sweep"
 EMBEDDED_BROKER = "memory://"
 
-# The aggregator is a service that runs wherever a worker runs; it is named here only so worker
-# processes register it, keeping the import direction services -> workers.
-app = Celery("evalfleet", include=["workers.sample", "services.aggregator"])
+# The aggregator and the recovery sweep are services that run wherever a worker runs; they are
+# named here only so worker processes register them, keeping the import direction services -> workers.
+app = Celery("evalfleet", include=["workers.sample", "services.aggregator", "services.recovery"])
 
 
 def configure_app(settings: Settings | None = None) -> Celery:
@@ -44,11 +47,15 @@ def configure_app(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=settings.prefetch_multiplier,
         task_default_queue=settings.queue,
         broker_transport_options={
+            # Live workers refresh the delivery time of the messages they hold (workers.broker), so
+            # this only ever applies to the messages of a worker that died.
             "visibility_timeout": settings.visibility_timeout,
             # Sweep for a dead worker's unacknowledged samples every few seconds (kombu's defaults
             # scan about every 100 s), so they come back soon after the visibility timeout.
-            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 2)),
+            "unacked_restore_interval": max(1, min(5, settings.visibility_timeout // 4)),
             "unacked_restore_throttle": 1,
+            # A sweeper killed mid-sweep holds kombu's sweep lock until it expires (default 5 min).
+            "unacked_mutex_expire": 60,
             # The in-memory transport polls; its 1 s default would idle the embedded worker.
             **({"polling_interval": 0.005} if not settings.broker_url else {}),
         },
@@ -58,6 +65,8 @@ def configure_app(settings: Settings | None = None) -> Celery:
         task_publish_retry_policy={"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5,
                                    "interval_max": 3},
         worker_hijack_root_logger=False,
+        # The worker's own messages (workers.process, workers.shutdown) go to stderr as written.
+        worker_redirect_stdouts=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
         worker_disable_rate_limits=True,
@@ -114,4 +123,70 @@ class SampleSender:
 
 def broker_address() -> str:
     """The broker URL with any password masked, fit for messages and logs."""
-    return app.connection().as_uri()
+    return mask_url(app.conf.broker_url or EMBEDDED_BROKER)
+
+
+# The sample a message carries, read from the monitoring repr `SampleSender` writes into every
+# message's headers, so a scan needs no decoding of bodies.
+_SAMPLE_ARGS = re.compile(rb'"argsrepr":\s*"\[(\d+),\s*(\d+),')
+SCAN_CHUNK = 1000
+
+
+def pending_samples(queue: str, limit: int = 20_000) -> dict[int, set[int]] | None:
+    """On a Redis broker: the samples (task result id -> positions) that messages still carry,
+    waiting in `queue` or delivered and unacknowledged anywhere (a live worker's, or a dead
+    worker's that kombu will deliver again). None on other brokers, or past `limit` messages."""
+    url = app.conf.broker_url or ""
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+    from kombu.transport.redis import Channel as RedisChannel
+
+    found: dict[int, set[int]] = {}
+
+    def note(raw: bytes) -> None:
+        match = _SAMPLE_ARGS.search(raw)
+        if match:
+            found.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
+
+    client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10)
+    try:
+        names = [queue] + [f"{queue}{RedisChannel.sep}{step}" for step in RedisChannel.priority_steps if step]
+        if sum(client.llen(name) for name in names) + client.hlen(RedisChannel.unacked_key) > limit:
+            return None
+        for name in names:
+            for start in range(0, client.llen(name), SCAN_CHUNK):
+                for raw in client.lrange(name, start, start + SCAN_CHUNK - 1):
+                    note(raw)
+        for _, raw in client.hscan_iter(RedisChannel.unacked_key, count=SCAN_CHUNK):
+            note(raw)
+    finally:
+        client.close()
+    return found
+
+
+def queue_depth(queue: str) -> int | None:
+    """Messages waiting in a queue (not those delivered to a worker), or None when the broker
+    cannot say (the embedded in-memory broker)."""
+    url = app.conf.broker_url or ""
+    if url.startswith(("redis://", "rediss://")):
+        import redis
+        from kombu.transport.redis import Channel as RedisChannel
+
+        client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
+        try:
+            # kombu keeps one list per priority step: `queue`, then `queue<sep><step>`.
+            names = [queue] + [f"{queue}{RedisChannel.sep}{step}" for step in RedisChannel.priority_steps if step]
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.llen(name)
+            return sum(pipe.execute())
+        finally:
+            client.close()
+    if url.startswith(("amqp://", "amqps://", "pyamqp://")):
+        with app.connection_for_write() as connection:
+            try:
+                return connection.default_channel.queue_declare(queue, passive=True).message_count
+            except connection.channel_errors:
+                return 0  # never declared: nothing was ever sent there
+    return None

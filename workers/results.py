@@ -19,7 +19,9 @@ from sqlalchemy import and_, bindparam, update
 from sqlalchemy.engine import Engine
 
 from shared.db import now, sample_results, task_results
-from shared.log import SampleRecord
+from shared.log import SampleError, SampleRecord
+from shared.outages import is_outage
+from shared.redact import scrub
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,9 @@ class _Statements:
                 done=t.done + bindparam("done"),
                 errors=t.errors + bindparam("errors"),
                 model_calls=t.model_calls + bindparam("calls"),
+                attempts=t.attempts + bindparam("attempts"),
                 cache_hits=t.cache_hits + bindparam("hits"),
+                progress_at=bindparam("moment"),
             )
             .returning(t.done, t.total, t.status)
         )
@@ -83,28 +87,78 @@ def record_results(engine: Engine, batch: list[PendingResult]) -> list[int]:
             "position": p.record.position,
             "is_error": p.record.error is not None,
             "group_key": p.group_key,
+            "error_type": _column_text(p.record.error.type, 100) if p.record.error else None,
+            "error_message": _column_text(p.record.error.message, 300) if p.record.error else None,
             "body": p.record.model_dump_json(),
         }
         for p in batch
     ]
     by_key = {(p.task_result_id, p.record.id): p.record for p in batch}
     claimed: list[int] = []
+    moment = now()
     with engine.begin() as connection:
         inserted = connection.execute(statements.insert, rows).all()
         increments: dict[int, dict[str, int]] = {}
         for task_result_id, sample_id in inserted:
             record = by_key[(task_result_id, sample_id)]
-            counts = increments.setdefault(task_result_id, {"done": 0, "errors": 0, "calls": 0, "hits": 0})
+            counts = increments.setdefault(task_result_id, {"done": 0, "errors": 0, "calls": 0, "attempts": 0,
+                                                            "hits": 0})
             counts["done"] += 1
             counts["errors"] += record.error is not None
             counts["calls"] += record.model_calls
+            counts["attempts"] += record.attempts
             counts["hits"] += record.cached
         for task_result_id in sorted(increments):
             done, total, status = connection.execute(
-                statements.count, {"task_result": task_result_id, **increments[task_result_id]}
+                statements.count, {"task_result": task_result_id, "moment": moment, **increments[task_result_id]}
             ).one()
             if done >= total and status == "running" and claim_aggregation(connection, task_result_id):
                 claimed.append(task_result_id)
+    return claimed
+
+
+def _column_text(text: str, limit: int) -> str:
+    """Text fit for a plain column: databases refuse NUL characters."""
+    return text.replace("\x00", "\\x00")[:limit]
+
+
+def unrecordable(record: SampleRecord, exc: BaseException) -> SampleRecord:
+    """What is recorded for a sample whose own result the database refuses (a value it cannot
+    store): the sample's identity and the reason, so the run finishes and says why."""
+    message = scrub(f"the database refused this sample's result: {exc}").replace("\x00", "\\x00")
+    return SampleRecord(id=record.id, position=record.position, input=None, target=None,
+                        error=SampleError(type="UnrecordableResult", message=message),
+                        model_calls=record.model_calls, attempts=record.attempts, worker=record.worker,
+                        started_at=record.started_at, completed_at=record.completed_at)
+
+
+def record_each(engine: Engine, batch: list[PendingResult]) -> list[int]:
+    """Record a batch. When the database refuses it for a reason of its own (not an outage), the
+    samples are recorded one at a time: each culprit is recorded as its own error, the others as
+    they are. An outage is left on the pending results (`error`) for their callers to wait out."""
+    try:
+        return record_results(engine, batch)
+    except Exception as exc:  # noqa: BLE001 - sorted out below
+        if is_outage(exc):
+            for pending in batch:
+                pending.error = exc
+            return []
+    claimed: list[int] = []
+    for pending in batch:
+        try:
+            claimed += record_results(engine, [pending])
+            continue
+        except Exception as exc:  # noqa: BLE001
+            if is_outage(exc):
+                pending.error = exc
+                continue
+            logger.warning("sample %s: the database refused its result: %s", pending.record.id, exc)
+            refused = exc
+        substitute = PendingResult(pending.task_result_id, unrecordable(pending.record, refused), None)
+        try:
+            claimed += record_results(engine, [substitute])
+        except Exception as exc:  # noqa: BLE001
+            pending.error = exc
     return claimed
 
 
@@ -114,7 +168,7 @@ def claim_aggregation(connection, task_result_id: int, *, complete_only: bool = 
     condition = and_(t.id == task_result_id, t.status == "running")
     if complete_only:
         condition = and_(condition, t.done >= t.total)
-    result = connection.execute(update(task_results).where(condition).values(status="aggregating", claimed_at=now()))
+    result = connection.execute(update(task_results).where(condition).values(status="aggregating", claimed_at=now(), aggregator=None))
     return result.rowcount == 1
 
 
@@ -149,14 +203,11 @@ class ResultWriter:
                     batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
-            try:
-                claimed = record_results(self.engine, batch)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting sample, which retries
-                logger.warning("could not record %d sample results: %s", len(batch), exc)
-                for pending in batch:
-                    pending.error = exc
-                    pending.done.set()
-                continue
+            claimed = record_each(self.engine, batch)
+            failed = sum(pending.error is not None for pending in batch)
+            if failed:
+                logger.warning("could not record %d sample results: %s", failed,
+                               next(p.error for p in batch if p.error is not None))
             for pending in batch:
                 pending.done.set()
             for task_result_id in claimed:

@@ -12,6 +12,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from celery.exceptions import Reject
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,13 +21,16 @@ from shared.cache_identity import inference_key, model_identity, score_key, task
 from shared.db import CANCELLING, get_engine, now, runs, task_results
 from shared.errors import EvalfleetError, StoreError
 from shared.log import SampleError, SampleRecord, TokenUsage
+from shared.outages import OutageBudgetExceeded, through_outages
 from shared.plan import ResolvedTaskSpec
+from shared.redact import scrub
 from shared.result_store import CachedInference, CachedScores, reset_result_store, result_store
-from shared.samples import Sample
+from shared.samples import Prompt, Sample
 from shared.settings import get_settings
 from workers.app import SAMPLE_TASK, app, dispatch_aggregation
 from workers.providers import Provider, ProviderError, provider_for, warm_up
 from workers.results import ResultWriter
+from workers.shutdown import stopping
 from workers.tasks import Task, load_task
 
 logger = logging.getLogger(__name__)
@@ -118,7 +122,7 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
     prompt = output = None
     usage = None
     latency_ms = None
-    model_calls = 0
+    model_calls = attempts = 0
     scores = {}
     error = None
     cached = False
@@ -133,7 +137,7 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
                 output, usage, latency_ms = hit.output, hit.usage, hit.latency_ms
             else:
                 generated = execution.provider.generate(prompt, sample)
-                model_calls = generated.attempts
+                model_calls, attempts = generated.calls, generated.attempts
                 output = generated.text
                 latency_ms = generated.latency_ms
                 usage = TokenUsage(input_tokens=generated.input_tokens or 0,
@@ -147,11 +151,12 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
                     _save(ikey, hit or new_inference, skey, CachedScores(scores=scores) if scores else None,
                           known=hit is not None)
     except ProviderError as exc:
-        model_calls = exc.attempts
-        error = SampleError(type=exc.type_name, message=str(exc), status_code=exc.status_code,
+        model_calls, attempts = exc.calls, exc.attempts
+        error = SampleError(type=exc.type_name, message=scrub(str(exc)), status_code=exc.status_code,
                             attempts=exc.attempts)
     except Exception as exc:  # noqa: BLE001 - a task's own failure is recorded on the sample
-        error = SampleError(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc(limit=8))
+        error = SampleError(type=type(exc).__name__, message=scrub(str(exc)),
+                            traceback=scrub(traceback.format_exc(limit=8), limit=8000))
     record = SampleRecord(
         id=sample.id,
         position=position,
@@ -165,6 +170,7 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
         usage=usage,
         latency_ms=latency_ms,
         model_calls=model_calls,
+        attempts=attempts,
         cached=cached,
         worker=worker,
         started_at=started_at,
@@ -173,7 +179,7 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
     return record, task.group_key(sample) if task.scores_population else None
 
 
-def cache_keys(execution: Execution, sample: Sample) -> tuple[str, str, str]:
+def cache_keys(execution: Execution, sample: Sample) -> tuple[Prompt, str, str]:
     """The prompt a sample sends, and its inference and score keys."""
     prompt = execution.task.prompt(sample)
     ikey = inference_key(execution.model_identity, execution.task_identity, prompt, sample)
@@ -246,7 +252,7 @@ def _save(ikey: str, inference: CachedInference, skey: str, scores: CachedScores
 def unrunnable_sample(sample: Sample, position: int, exc: Exception, worker: str | None
                       ) -> tuple[SampleRecord, None]:
     moment = now()
-    error = SampleError(type=type(exc).__name__, message=str(exc))
+    error = SampleError(type=type(exc).__name__, message=scrub(str(exc)))
     return SampleRecord(id=sample.id, position=position, input=sample.input, target=sample.target,
                         metadata=sample.metadata, error=error, worker=worker, started_at=moment,
                         completed_at=moment), None
@@ -287,19 +293,24 @@ def reset_worker_state() -> None:
 
 @app.task(name=SAMPLE_TASK, bind=True, max_retries=None)
 def evaluate_sample_task(self, task_result_id: int, position: int, sample: dict) -> None:
+    if stopping():
+        # Not started yet and this worker is stopping: back to the broker for another worker.
+        raise Reject("the worker is stopping", requeue=True)
+    worker = self.request.hostname
     try:
-        execution = execution_for(task_result_id)
-    except EvalfleetError as exc:
-        # This worker cannot run the task (its code is not importable here): every sample says so,
-        # so the run ends with the reason instead of waiting forever.
-        record, group_key = unrunnable_sample(Sample.model_validate(sample), position, exc, self.request.hostname)
-    else:
-        if run_cancelled(execution.run_id):
-            return  # acknowledged and dropped: cancelling revokes every sample not yet started
-        record, group_key = evaluate_sample(execution, Sample.model_validate(sample), position,
-                                            self.request.hostname)
-    try:
-        result_writer().record(task_result_id, record, group_key)
-    except SQLAlchemyError as exc:
-        # Not recorded means not done: deliver again later rather than lose the sample.
-        raise self.retry(exc=exc, countdown=min(RECORD_RETRY_MAX_S, 2 ** min(self.request.retries, 6))) from exc
+        try:
+            execution = through_outages(lambda: execution_for(task_result_id), "loading a task specification")
+        except EvalfleetError as exc:
+            # This worker cannot run the task (its code is not importable here): every sample says
+            # so, so the run ends with the reason instead of waiting forever.
+            record, group_key = unrunnable_sample(Sample.model_validate(sample), position, exc, worker)
+        else:
+            if through_outages(lambda: run_cancelled(execution.run_id), "checking for cancellation"):
+                return  # acknowledged and dropped: cancelling revokes every sample not yet started
+            record, group_key = evaluate_sample(execution, Sample.model_validate(sample), position, worker)
+        # Recorded means done: only then is the message acknowledged (late acknowledgement).
+        through_outages(lambda: result_writer().record(task_result_id, record, group_key), "recording a result")
+    except OutageBudgetExceeded as exc:
+        # Never acknowledged without a recorded result: hand the sample back to the broker.
+        logger.warning("handing sample %s of task result %s back to the broker: %s", position, task_result_id, exc)
+        raise Reject(str(exc), requeue=True) from None

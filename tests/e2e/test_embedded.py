@@ -359,17 +359,13 @@ def test_a_run_whose_samples_mostly_fail_ends_in_error_with_every_sample_logged(
     assert raw["results"]["includes"]["scored"] == 1
 
 
-def test_a_prompt_template_with_a_missing_field_fails_every_sample_not_the_command(tmp_path, write_run):
+def test_a_prompt_template_with_a_missing_field_is_refused_before_anything_runs(tmp_path, write_run):
     path = write_run(tmp_path, evaluation(qa(task_config={"prompt_template": "Capital of {country}?"})))
-    document = run_json(path, expected_exit=1)
-    (task_result,) = document["task_results"]
-    assert (document["status"], task_result["status"], task_result["errors"]) == ("error", "error", 5)
-    assert task_result["model_calls"] == 0
-    assert task_result["metrics"]["includes"] == {"accuracy": None, "stderr": None}
-    raw, log = read_log(task_result["log_path"])
-    assert_log_matches_selection(log, [f"s{i}" for i in range(5)])
-    assert all("{country}" in s.error.message for s in log.samples)
-    assert raw["results"]["includes"]["metrics"] == {"accuracy": None, "stderr": None}
+    result = cli("run", "-f", str(path), "--json")
+    assert result.exit_code == 2, result.output
+    message = result.output.strip().splitlines()[-1]
+    assert str(path) in message and "task_config.prompt_template" in message and "{country}" in message
+    assert not (tmp_path / "logs").exists()
 
 
 def test_fail_on_error_false_keeps_a_failing_run_successful(tmp_path, write_run, allow_python_models):

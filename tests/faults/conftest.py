@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,12 +341,12 @@ def submit_in_process(path: Path) -> str:
 
 def wait_in_process(run_id: str, timeout: float = 90) -> dict[str, Any]:
     """Wait for a run from this process; returns the report as `evalfleet run --json` prints it."""
-    from services.cli import _report_json
+    from services.cli.output import report_json
     from services.runs import wait_for_run
 
     report = wait_for_run(run_id, timeout_s=timeout, poll_s=0.1)
     assert report.finished, f"run {run_id} not finished within {timeout} s: {report}"
-    return json.loads(_report_json(report))
+    return json.loads(report_json(report))
 
 
 def run_progress(run_id: str) -> tuple[int, int, str]:
@@ -362,3 +363,32 @@ def use_cluster(sandbox: Sandbox, broker_url: str, database_url: str) -> None:
     sandbox.monkeypatch.setenv("EVALFLEET_QUEUE", sandbox.queue)
     sandbox.setenv("EVALFLEET_DATABASE_URL", database_url)
     sandbox.setenv("EVALFLEET_BROKER_URL", broker_url)
+
+
+# -- a private PostgreSQL, a proxy that cuts links ---------------------------------------------
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[Any]:
+    """A PostgreSQL server of the test's own, which the test may stop and start again."""
+    from tests.support.postgres import PrivatePostgres
+
+    server = PrivatePostgres()
+    server.start()
+    try:
+        yield server
+    finally:
+        from shared.db import dispose_engines
+
+        dispose_engines()
+        server.destroy()
+
+
+def fake_openai_model(server, **extra: Any) -> dict[str, Any]:  # noqa: ANN001
+    """A model on the fake OpenAI server with the key variable the sandbox sets."""
+    return openai_model("fake", server, **extra)
+
+
+def requests_per_prompt(server) -> Counter:  # noqa: ANN001
+    """How many completion requests the fake server received for each prompt (last user message)."""
+    return Counter(entry["prompt"] for entry in server.requests_log())

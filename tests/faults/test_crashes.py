@@ -110,10 +110,11 @@ def test_status_finishes_an_aggregation_that_never_fired_or_stalled(redis_cluste
         connection.execute(update(task_results).where(t.run_id == run_id).values(
             status="running", log_path=None, metrics=None, completed_at=None, claimed_at=None))
         connection.execute(update(task_results).where(t.run_id == run_id, t.spec_key == "stalled").values(
-            status="aggregating", claimed_at=now()))
+            status="aggregating", claimed_at=now(), aggregator="host:123:dead"))
         connection.execute(update(runs).where(runs.c.id == run_id).values(status="running", finished_at=None))
 
-    # A fresh claim may be an aggregator still at work: left alone (for 10 minutes); the other is finished.
+    # A fresh claim may be an aggregator still at work: left alone (until its owner has not refreshed it
+    # for a minute); the other is finished.
     first = cli("status", run_id, "--json", check=0).json()
     by_key = {t["key"]: t for t in first["task_results"]}
     assert first["status"] == "running", first
@@ -123,7 +124,7 @@ def test_status_finishes_an_aggregation_that_never_fired_or_stalled(redis_cluste
 
     with get_engine().begin() as connection:
         connection.execute(update(task_results).where(t.run_id == run_id, t.spec_key == "stalled").values(
-            claimed_at=now() - timedelta(minutes=11)))
+            claimed_at=now() - timedelta(minutes=2)))
     report = cli("status", run_id, "--json", check=0).json()
     assert report["status"] == "success", report
     for key, log in logs_of(report).items():

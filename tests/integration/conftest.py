@@ -340,7 +340,9 @@ class WorkerPool:
         self.workers: list[WorkerProcess] = []
 
     def start(self, count: int, *, concurrency: int = 8, queues: str | None = None, loglevel: str = "INFO",
-              env: dict[str, str | None] | None = None, wait_ready: bool = True) -> list[WorkerProcess]:
+              env: dict[str, str | None] | None = None, wait_ready: bool = True,
+              named: bool = True) -> list[WorkerProcess]:
+        """`named`: pass `-n w<N>@%h`; otherwise each worker takes its default name."""
         started = []
         for _ in range(count):
             number = len(self.workers) + 1
@@ -348,7 +350,7 @@ class WorkerPool:
             log_path = self.sandbox.root / "worker-logs" / f"{name}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-            args = ["worker", "-c", str(concurrency), "-n", f"{name}@%h", "-l", loglevel]
+            args = ["worker", "-c", str(concurrency), "-l", loglevel] + (["-n", f"{name}@%h"] if named else [])
             args += ["-Q", queues] if queues else []
             worker_env = self.sandbox.env(**(env or {}))
             worker_env["PYTHONFAULTHANDLER"] = "1"  # `stop(dump_stacks=True)` prints every thread

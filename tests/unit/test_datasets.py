@@ -3,6 +3,8 @@ the SpecError for each kind of bad row."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from shared.errors import SpecError
@@ -144,10 +146,60 @@ def test_a_json_dataset_must_be_a_list_of_objects(tmp_path, text):
         samples(dataset(path))
 
 
-def test_non_text_inputs_and_targets_are_given_as_json_text(tmp_path, write_dataset_file):
-    rows = [{"id": "a", "input": 12, "target": [1, 2]}]
+def test_non_text_targets_are_given_as_json_text(tmp_path, write_dataset_file):
+    rows = [{"id": "a", "input": "q", "target": [1, 2]}]
     (sample,) = samples(dataset(write_dataset_file(tmp_path / "d.jsonl", rows)))
-    assert (sample.input, sample.target) == ("12", "[1, 2]")
+    assert (sample.input, sample.target) == ("q", "[1, 2]")
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    (12, "a number (12)"), ({"text": "hi"}, "an object"), ([], "an empty list"), (True, "a boolean"),
+])
+def test_an_input_that_is_neither_text_nor_messages_names_the_row_and_field(tmp_path, write_dataset_file, value,
+                                                                           said):
+    rows = [{"id": "a", "input": "fine"}, {"id": "b", "input": value}]
+    path = write_dataset_file(tmp_path / "d.jsonl", rows)
+    with pytest.raises(SpecError) as info:
+        samples(dataset(path))
+    assert info.value.file == str(path)
+    assert info.value.field == "row 1: input"
+    assert said in info.value.message
+
+
+def test_a_list_of_chat_messages_is_read_as_a_conversation(tmp_path, write_dataset_file):
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
+    (sample,) = samples(dataset(write_dataset_file(tmp_path / "d.jsonl", [{"id": "a", "input": conversation}])))
+    assert [m.model_dump() for m in sample.input] == conversation
+
+
+@pytest.mark.parametrize("message", [{"role": "robot", "content": "x"}, {"role": "user"},
+                                     {"role": "user", "content": [{"type": "text", "text": "x"}]}, "hello"])
+def test_a_list_input_that_is_not_chat_messages_is_refused(tmp_path, write_dataset_file, message):
+    rows = [{"id": "a", "input": [{"role": "user", "content": "fine"}, message]}]
+    path = write_dataset_file(tmp_path / "d.jsonl", rows)
+    with pytest.raises(SpecError) as info:
+        samples(dataset(path))
+    assert info.value.field == "row 0: input"
+    assert info.value.message.startswith("message 1")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path, write_dataset_file, suffix):
+    path = write_dataset_file(tmp_path / f"d{suffix}", [{"id": "q1", "input": "hi", "target": "x"}])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    (sample,) = samples(dataset(path))
+    assert (sample.id, sample.input, sample.metadata) == ("q1", "hi", {})
+
+
+@pytest.mark.parametrize("bad_id", ["a\x00b", "\ud800"])
+def test_a_sample_id_a_database_cannot_store_is_refused_with_its_row(tmp_path, bad_id):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"id": "ok", "input": "x"}) + "\n" + json.dumps({"id": bad_id, "input": "y"}) + "\n",
+                    encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        samples(dataset(path))
+    assert info.value.file == str(path)
+    assert info.value.field == "row 1: id"
 
 
 def test_to_sample_keeps_an_empty_input(tmp_path):

@@ -204,7 +204,8 @@ def test_a_provider_dollar_name_model_needs_no_registration(tmp_path, write_run,
     assert (model.key, model.provider, model.name) == (model_key, provider, name)
 
 
-def test_a_model_entity_carries_its_generation_settings(tmp_path, write_run):
+def test_a_model_entity_carries_its_generation_settings(tmp_path, write_run, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-test")
     models = [{"key": "m", "provider": "openai", "name": "gpt-x", "temperature": 0.2, "max_tokens": 64,
                "api_key_env": "MY_KEY"}]
     model = resolve(write_run(tmp_path, evaluation({**QA, "model_key": "m"}), models=models)).evaluation \
@@ -307,3 +308,54 @@ def test_mode_debug_selects_ten_samples(tmp_path, write_run):
     with pytest.warns(DeprecationWarning):
         resolved = resolve(write_run(tmp_path, evaluation(mode="debug"), rows=rows))
     assert resolved.specs[0].selection.total == 10
+
+
+def test_an_unset_api_key_variable_is_refused_before_submission_in_embedded_mode(tmp_path, write_run, monkeypatch):
+    monkeypatch.delenv("NOT_SET_KEY", raising=False)
+    models = [{"key": "m", "provider": "openai", "name": "gpt-x", "api_key_env": "NOT_SET_KEY"}]
+    with pytest.raises(SpecError) as info:
+        resolve(write_run(tmp_path, evaluation({**QA, "model_key": "m"}), models=models))
+    assert info.value.field == "models[0:m].api_key_env"
+    assert "NOT_SET_KEY" in info.value.message
+
+
+def test_an_unset_api_key_variable_is_a_warning_in_cluster_mode(tmp_path, write_run, monkeypatch):
+    monkeypatch.delenv("NOT_SET_KEY", raising=False)
+    monkeypatch.setenv("EVALFLEET_BROKER_URL", "redis://127.0.0.1:1/0")
+    reset_settings()
+    models = [{"key": "m", "provider": "openai", "name": "gpt-x", "api_key_env": "NOT_SET_KEY"}]
+    with pytest.warns(UserWarning, match="NOT_SET_KEY"):
+        resolved = resolve(write_run(tmp_path, evaluation({**QA, "model_key": "m"}), models=models))
+    assert resolved.evaluation.task_specifications[0].model.api_key_env == "NOT_SET_KEY"
+
+
+@pytest.mark.parametrize(("num_samples", "subsampling"), [(None, "head"), (2, "head"), (4, "random")])
+def test_a_prompt_template_naming_a_field_the_selected_samples_lack_is_refused(tmp_path, write_run, num_samples,
+                                                                             subsampling):
+    rows = [{"id": f"s{i}", "input": f"q{i}", "target": "t", "topic": "x"} for i in range(4)]
+    rows[1].pop("topic")
+    spec = {**QA, "task_config": {"prompt_template": "{topic}: {input}"}, "num_samples": num_samples,
+            "subsampling": subsampling}
+    with pytest.raises(SpecError) as info:
+        resolve(write_run(tmp_path, evaluation({k: v for k, v in spec.items() if v is not None}), rows=rows))
+    assert info.value.file == str(tmp_path / "run.yaml")
+    assert info.value.field.endswith("task_config.prompt_template")
+    assert "{topic}" in info.value.message and "row 1" in info.value.message
+    assert "id, input, target" in info.value.message
+
+
+def test_a_prompt_template_field_only_unselected_samples_lack_is_accepted(tmp_path, write_run):
+    rows = [{"id": f"s{i}", "input": f"q{i}", "target": "t", "topic": "x"} for i in range(4)]
+    rows[3].pop("topic")
+    spec = {**QA, "task_config": {"prompt_template": "{topic}: {input}"}, "num_samples": 2}
+    resolve(write_run(tmp_path, evaluation(spec), rows=rows))
+
+
+def test_a_prompt_template_naming_the_input_column_says_to_write_input(tmp_path, write_run, write_dataset_file):
+    rows = [{"id": "a", "question": "q", "target": "t"}]
+    datasets = [{"key": "data", "path": "data.jsonl", "input_field": "question"}]
+    write_dataset_file(tmp_path / "data.jsonl", rows)
+    spec = {**QA, "task_config": {"prompt_template": "Q: {question}"}}
+    with pytest.raises(SpecError) as info:
+        resolve(write_run(tmp_path, evaluation(spec), datasets=datasets))
+    assert "write {input}" in info.value.message

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from shared.plan import ResolvedModel
 from shared.process_cache import PerConfiguration
-from shared.samples import Sample
+from shared.samples import ChatMessage, Prompt, Sample
 
 
 @dataclass
@@ -16,6 +16,9 @@ class ModelOutput:
     input_tokens: int | None = None
     output_tokens: int | None = None
     latency_ms: float = 0.0
+    # `calls` counts requests the model server answered (what is billed and rate-limited);
+    # `attempts` also counts those that got no answer (connection refused, timeouts).
+    calls: int = 1
     attempts: int = 1
 
 
@@ -23,17 +26,30 @@ class ProviderError(Exception):
     """A model call that failed; the message never carries a credential."""
 
     def __init__(self, message: str, *, status_code: int | None = None, attempts: int = 1,
-                 retryable: bool = False, type_name: str | None = None):
+                 calls: int | None = None, retryable: bool = False, type_name: str | None = None):
         super().__init__(message)
         self.status_code = status_code
         self.attempts = attempts
+        self.calls = attempts if calls is None else calls
         self.retryable = retryable
         self.type_name = type_name or type(self).__name__
 
 
 class Provider:
-    def generate(self, prompt: str, sample: Sample) -> ModelOutput:
+    def generate(self, prompt: Prompt, sample: Sample) -> ModelOutput:
         raise NotImplementedError
+
+
+def as_messages(prompt: Prompt) -> list[ChatMessage]:
+    """A prompt as a conversation: text is one user message."""
+    return [ChatMessage(role="user", content=prompt)] if isinstance(prompt, str) else list(prompt)
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """The text of a prompt's last user message (the whole prompt when it is text)."""
+    if isinstance(prompt, str):
+        return prompt
+    return next((m.content for m in reversed(prompt) if m.role == "user"), "")
 
 
 def provider_for(model: ResolvedModel) -> Provider:

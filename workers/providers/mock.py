@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from shared.plan import ResolvedModel
-from shared.samples import Sample
-from workers.providers import ModelOutput, Provider
+from shared.samples import Prompt, Sample
+from workers.providers import ModelOutput, Provider, as_messages, prompt_text
 
 MOCK_MODELS = ("echo", "target")
 
@@ -17,9 +17,12 @@ class MockProvider(Provider):
         self.model = model
         self.delay = model.latency_ms / 1000.0
 
-    def generate(self, prompt: str, sample: Sample) -> ModelOutput:
+    def generate(self, prompt: Prompt, sample: Sample) -> ModelOutput:
         if self.delay:
             time.sleep(self.delay)
-        text = prompt if self.model.name == "echo" else (sample.target or "")
-        return ModelOutput(text=text, input_tokens=len(prompt.split()), output_tokens=len(text.split()),
+        # `echo` answers with the last user message; token counts are words over every message.
+        text = prompt_text(prompt) if self.model.name == "echo" else (sample.target or "")
+        words = len(prompt.split()) if isinstance(prompt, str) else sum(
+            len(m.content.split()) for m in as_messages(prompt))
+        return ModelOutput(text=text, input_tokens=words, output_tokens=len(text.split()),
                            latency_ms=self.model.latency_ms)

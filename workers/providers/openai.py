@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -17,9 +18,10 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from shared.plan import ResolvedModel
-from shared.samples import Sample
+from shared.redact import scrub
+from shared.samples import Prompt, Sample
 from workers.limits import limiter_for
-from workers.providers import ModelOutput, Provider, ProviderError
+from workers.providers import ModelOutput, Provider, ProviderError, as_messages
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 BACKOFF_BASE_S = 0.5
@@ -42,6 +44,11 @@ class OpenAIProvider(Provider):
                      **{k: v for k, v in model.generation.model_dump().items() if v is not None}}
 
     def _api_key(self) -> str | None:
+        if self.model.api_key_env and self.model.api_key_env not in os.environ:
+            # Six connection attempts would not make it appear: say what is missing, at once.
+            raise ProviderError(f"the environment variable {self.model.api_key_env} (api_key_env of model "
+                                f"{self.model.key!r}) is not set on this worker ({socket.gethostname()})",
+                                attempts=0, calls=0, type_name="MissingAPIKey")
         return os.environ.get(self.model.api_key_env or "OPENAI_API_KEY")
 
     def _client(self, api_key: str | None) -> openai.OpenAI:
@@ -62,11 +69,12 @@ class OpenAIProvider(Provider):
                 self._clients[cache_key] = client
             return client
 
-    def generate(self, prompt: str, sample: Sample) -> ModelOutput:
+    def generate(self, prompt: Prompt, sample: Sample) -> ModelOutput:
         api_key = self._api_key()
         client = self._client(api_key)
+        messages = [message.model_dump() for message in as_messages(prompt)]
         deadline = time.monotonic() + self.model.retry_timeout
-        attempt = 0
+        attempt = calls = 0
         while True:
             attempt += 1
             try:
@@ -74,12 +82,14 @@ class OpenAIProvider(Provider):
                     started = time.perf_counter()  # latency of the call, not of the wait for a slot
                     response = client.post(
                         "/chat/completions",
-                        body={**self.body, "messages": [{"role": "user", "content": prompt}]},
+                        body={**self.body, "messages": messages},
                         cast_to=ChatCompletion,
                         options=_REQUEST_OPTIONS,
                     )
             except openai.APIError as exc:
-                error = _provider_error(exc, attempt, api_key)
+                # A status error is an answer from the server; a connection failure or timeout is not.
+                calls += isinstance(exc, openai.APIStatusError)
+                error = _provider_error(exc, attempt, calls, api_key)
                 delay = _retry_delay(exc, attempt)
                 if not error.retryable or attempt >= self.model.max_attempts or (
                     time.monotonic() + delay > deadline
@@ -88,7 +98,8 @@ class OpenAIProvider(Provider):
                 time.sleep(delay)
                 continue
             except Exception as exc:  # noqa: BLE001 - e.g. an unparsable answer: the call was still made
-                raise ProviderError(_scrub(str(exc), api_key), attempts=attempt, type_name=type(exc).__name__) from None
+                raise ProviderError(_scrub(str(exc), api_key), attempts=attempt, calls=calls + 1,
+                                    type_name=type(exc).__name__) from None
             latency_ms = (time.perf_counter() - started) * 1000
             choice = response.choices[0] if response.choices else None
             usage = response.usage
@@ -97,21 +108,22 @@ class OpenAIProvider(Provider):
                 input_tokens=usage.prompt_tokens if usage else None,
                 output_tokens=usage.completion_tokens if usage else None,
                 latency_ms=latency_ms,
+                calls=calls + 1,
                 attempts=attempt,
             )
 
 
-def _provider_error(exc: openai.APIError, attempts: int, api_key: str | None) -> ProviderError:
+def _provider_error(exc: openai.APIError, attempts: int, calls: int, api_key: str | None) -> ProviderError:
     status = getattr(exc, "status_code", None)
     retryable = isinstance(exc, openai.APIConnectionError) or status in RETRYABLE_STATUS
     message = _scrub(str(getattr(exc, "message", None) or exc), api_key)
-    return ProviderError(message, status_code=status, attempts=attempts, retryable=retryable,
+    return ProviderError(message, status_code=status, attempts=attempts, calls=calls, retryable=retryable,
                          type_name=type(exc).__name__)
 
 
 def _scrub(message: str, api_key: str | None) -> str:
     """Error text fit to keep: never the key (servers echo it), never unbounded."""
-    return (message.replace(api_key, "***") if api_key else message)[:2000]
+    return scrub(message, api_key)
 
 
 _models_built = threading.Lock()

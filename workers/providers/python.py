@@ -6,7 +6,7 @@ import time
 
 from shared.entrypoints import load_entrypoint
 from shared.plan import ResolvedModel
-from shared.samples import Sample
+from shared.samples import Prompt, Sample
 from workers.providers import ModelOutput, Provider, ProviderError
 
 
@@ -14,7 +14,8 @@ class PythonProvider(Provider):
     def __init__(self, model: ResolvedModel):
         self.function = load_entrypoint(model.name)
 
-    def generate(self, prompt: str, sample: Sample) -> ModelOutput:
+    def generate(self, prompt: Prompt, sample: Sample) -> ModelOutput:
+        # The function gets the sample itself: its `input` is the text or the list of messages.
         started = time.perf_counter()
         try:
             result = self.function(sample)

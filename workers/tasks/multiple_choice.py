@@ -11,9 +11,9 @@ import string
 from pydantic import Field
 
 from shared.log import Score
-from shared.samples import Sample
+from shared.samples import Prompt, Sample
 from workers.scorers import ACCURACY_METRICS
-from workers.tasks.base import Task, TaskConfig
+from workers.tasks.base import ALWAYS_PRESENT_FIELDS, Task, TaskConfig, render_template, template_fields
 
 LETTERS = string.ascii_uppercase
 DEFAULT_TEMPLATE = (
@@ -50,10 +50,15 @@ class MultipleChoiceTask(Task):
             raise ValueError(f"field {self.config.choices_field!r} must be a non-empty list of choices")
         return [str(choice) for choice in value]
 
-    def prompt(self, sample: Sample) -> str:
+    def prompt(self, sample: Sample) -> Prompt:
         rendered = "\n".join(f"{LETTERS[i]}) {choice}" for i, choice in enumerate(self.choices(sample)))
-        fields = {**sample.metadata, "id": sample.id, "input": sample.input or "", "choices": rendered}
-        return self.config.prompt_template.format_map(fields)
+        return render_template(self.config.prompt_template, sample, choices=rendered)
+
+    def required_fields(self) -> dict[str, str]:
+        fields = {name: "prompt_template"
+                  for name in template_fields(self.config.prompt_template) - ALWAYS_PRESENT_FIELDS - {"choices"}}
+        fields[self.config.choices_field] = "choices_field"
+        return fields
 
     def expected_letter(self, sample: Sample, choices: list[str]) -> str | None:
         target = (sample.target or "").strip()

@@ -8,9 +8,9 @@ from typing import Any
 from pydantic import Field, SerializeAsAny, field_validator
 
 from shared.log import Score
-from shared.samples import Sample
+from shared.samples import Prompt, Sample
 from workers.scorers import ACCURACY_METRICS, ScorerOptions, parse_scorer, run_scorer, scorer_labels
-from workers.tasks.base import Task, TaskConfig
+from workers.tasks.base import ALWAYS_PRESENT_FIELDS, Task, TaskConfig, render_template, template_fields
 
 
 class QAConfig(TaskConfig):
@@ -34,14 +34,6 @@ class QAConfig(TaskConfig):
         return template
 
 
-def render_prompt(template: str, sample: Sample) -> str:
-    fields = {**sample.metadata, "id": sample.id, "input": sample.input or "", "target": sample.target or ""}
-    try:
-        return template.format_map(fields)
-    except KeyError as exc:
-        raise ValueError(f"prompt_template refers to {{{exc.args[0]}}}, which the sample lacks") from None
-
-
 class QATask(Task):
     config_model = QAConfig
     config: QAConfig
@@ -54,8 +46,12 @@ class QATask(Task):
     def metrics(self) -> dict[str, tuple[str, ...]]:
         return {label: ACCURACY_METRICS for label in scorer_labels(self.config.scorers)}
 
-    def prompt(self, sample: Sample) -> str:
-        return render_prompt(self.config.prompt_template, sample)
+    def prompt(self, sample: Sample) -> Prompt:
+        return render_template(self.config.prompt_template, sample)
+
+    def required_fields(self) -> dict[str, str]:
+        return {name: "prompt_template"
+                for name in template_fields(self.config.prompt_template) - ALWAYS_PRESENT_FIELDS}
 
     def score(self, sample: Sample, output: str | None) -> dict[str, Score]:
         labels = scorer_labels(self.config.scorers)

@@ -1,0 +1,61 @@
+"""Export, the result store and the log schema."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from services.cli.common import BadInput, EvalfleetError, apply_settings, fail, say, settings_options
+
+
+@click.group()
+def export() -> None:
+    """Export results so they can be handed over and re-created elsewhere."""
+
+
+@export.command(name="eval")
+@click.option("--id", "run_id", required=True, help="The run to export.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory to write into.")
+@click.option("--link-logs", is_flag=True,
+              help="Also write each task result log and point the run file at it (re-runs with no inference).")
+@settings_options
+def export_eval(run_id: str, output: str, link_logs: bool, **options: str | None) -> None:
+    """Write OUTPUT/<evaluation-key>.yaml: a self-contained run file of a run."""
+    from services.export import export_evaluation
+
+    apply_settings(**options)
+    try:
+        path = export_evaluation(run_id, output, link_logs=link_logs)
+    except EvalfleetError as exc:
+        fail(exc)
+    click.echo(str(path))
+
+
+@click.group()
+def store() -> None:
+    """Maintain the result store (cached model outputs and scores)."""
+
+
+@store.command()
+@settings_options
+def reindex(**options: str | None) -> None:
+    """Rebuild the Redis index of the result store from its durable blobs."""
+    from shared.result_store import result_store
+
+    apply_settings(**options)
+    cache = result_store(auto_reindex=False)
+    if cache.redis is None:
+        raise BadInput("no Redis configured (EVALFLEET_REDIS_URL, or a redis:// broker): nothing to index")
+    say(f"indexed {cache.reindex()} cached results")
+
+
+@click.command()
+def schema() -> None:
+    """Print the JSON Schema of the task result log."""
+    from shared.log import task_result_log_schema
+
+    click.echo(json.dumps(task_result_log_schema(), indent=2))
+
+
+COMMANDS = [export, store, schema]

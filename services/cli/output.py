@@ -1,0 +1,98 @@
+"""How runs are shown: the results table on a terminal, and the JSON document of `--json`.
+Metrics keep full precision in logs and JSON; the table rounds them."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from services.cli.common import EXIT_FAILED, EXIT_OK
+from services.runs import RunReport
+
+
+def report_document(report: RunReport, **extra: object) -> dict:
+    return {
+        "run_id": report.run_id,
+        "status": report.status,
+        "evaluation": report.evaluation,
+        "retry_of": report.retry_of,
+        "error": report.error,
+        **extra,
+        "task_results": [
+            {"key": t.key, "status": t.status, "log_path": t.log_path, "samples": t.samples, "done": t.done,
+             "errors": t.errors, "model_calls": t.model_calls, "attempts": t.attempts, "cache_hits": t.cache_hits,
+             "metrics": t.metrics, "error": t.error,
+             "error_summary": t.error_summary.model_dump(mode="json") if t.error_summary else None}
+            for t in report.task_results
+        ],
+    }
+
+
+def report_json(report: RunReport, **extra: object) -> str:
+    return json.dumps(report_document(report, **extra), indent=2)
+
+
+def format_metrics(metrics: dict[str, dict[str, float | None]]) -> str:
+    lines = []
+    for scorer, values in metrics.items():
+        value = values.get("accuracy", values.get("mean"))
+        stderr = values.get("stderr")
+        shown = "n/a" if value is None else f"{value:.3f}"
+        if stderr is not None:
+            shown += f" ± {stderr:.3f}"
+        lines.append(f"{scorer} {shown}")
+    return "\n".join(lines)
+
+
+def print_report(report: RunReport, console: Console | None = None) -> None:
+    """The results table, the log locations and, for task results with failed samples, why."""
+    console = console or Console()
+    table = Table(title=f"{report.display_name}: {report.status}", title_justify="left")
+    for column, justify in (("task", "left"), ("status", "left"), ("samples", "right"), ("errors", "right"),
+                            ("model calls", "right"), ("attempts", "right"), ("cached", "right"),
+                            ("metrics", "left")):
+        table.add_column(column, justify=justify)
+    for t in report.task_results:
+        table.add_row(t.key, t.status, str(t.samples), str(t.errors), str(t.model_calls), str(t.attempts),
+                      str(t.cache_hits), format_metrics(t.metrics))
+    console.print(table)
+    console.print(f"run {report.run_id}" + (f" (retry of {report.retry_of})" if report.retry_of else ""),
+                  highlight=False)
+    for t in report.task_results:
+        where = t.log_path or (t.error or "no log").splitlines()[0]
+        console.print(f"  {t.key}: {where}", soft_wrap=True, highlight=False, markup=False)
+    for line in failure_lines(report):
+        console.print(line, soft_wrap=True, highlight=False, markup=False, style="red")
+
+
+def failure_lines(report: RunReport) -> list[str]:
+    """Why task results failed, in a line or two each: every sample failing shows its first error."""
+    lines = []
+    for t in report.task_results:
+        summary = t.error_summary
+        if summary is None:
+            continue
+        if summary.task_error and not summary.most_frequent:
+            lines.append(f"{t.key}: failed: {summary.task_error}")
+            continue
+        if not summary.most_frequent:
+            continue
+        top = summary.most_frequent[0]
+        share = "all" if t.errors >= t.samples and t.samples else f"{t.errors} of"
+        lines.append(f"{t.key}: {share} {t.samples} samples failed; most often ({top.count}x) "
+                     f"{top.type}: {top.message}")
+        for other in summary.most_frequent[1:3]:
+            lines.append(f"{' ' * len(t.key)}  also ({other.count}x) {other.type}: {other.message}")
+    return lines
+
+
+def finish(report: RunReport, as_json: bool, exit_code: int | None = None) -> None:
+    """Print a finished run (table or JSON) and exit: 0 success, 1 error or cancelled."""
+    if as_json:
+        print(report_json(report))
+    else:
+        print_report(report)
+    sys.exit(exit_code if exit_code is not None else EXIT_OK if report.status == "success" else EXIT_FAILED)

@@ -1,0 +1,146 @@
+"""The task result log's pydantic models; the JSON Schema is generated from them. The field order
+of `TaskResultLog` is the order in the file: everything that summarises the log comes before
+`sample_ids` and `samples`, so a reader learns the status, results and stats of a million-sample
+log from its first kilobytes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.plan import ResolvedTaskSpec
+from shared.samples import ChatMessage
+
+# 2: summary fields (status, results, stats, error_summary) before the samples; `attempts`.
+# 1: summary fields after the samples. Both are read.
+LOG_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+LOG_FILE_SUFFIX = ".json"
+TaskStatus = Literal["started", "success", "error", "cancelled"]
+
+
+class LogModel(BaseModel):
+    model_config = ConfigDict(ser_json_inf_nan="null", extra="forbid")
+
+
+class Score(LogModel):
+    value: float | None = Field(description="The score; 1.0 correct, 0.0 incorrect for accuracy scorers.")
+    answer: str | None = Field(None, description="What the scorer read from the output.")
+    explanation: str | None = None
+
+
+class SampleError(LogModel):
+    type: str
+    message: str
+    status_code: int | None = Field(None, description="HTTP status of a provider error.")
+    attempts: int = 1
+    traceback: str | None = None
+
+
+class TokenUsage(LogModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class SampleRecord(LogModel):
+    id: str
+    position: int = Field(description="Place of the sample in the selection.")
+    input: str | list[ChatMessage] | None = Field(description="Text, or a conversation (chat messages).")
+    target: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    prompt: str | list[ChatMessage] | None = Field(
+        None, description="What was sent to the model, when it differs from input.")
+    output: str | None = None
+    scores: dict[str, Score] = Field(default_factory=dict)
+    error: SampleError | None = None
+    usage: TokenUsage | None = None
+    latency_ms: float | None = Field(None, description="Time of the model call.")
+    model_calls: int = Field(0, description="Requests that got a response from the model server.")
+    attempts: int = Field(0, description="Requests tried, including those that got no response "
+                                         "(connection failures, timeouts).")
+    cached: bool = Field(False, description="The output came from the result store, not a model call.")
+    worker: str | None = None
+    started_at: datetime
+    completed_at: datetime
+
+
+class ScorerResult(LogModel):
+    metrics: dict[str, float | None]
+    scored: int
+    errors: int
+
+
+class ModelUsage(LogModel):
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+
+
+class LogStats(LogModel):
+    started_at: datetime
+    completed_at: datetime
+    duration_s: float
+    model_calls: int = Field(0, description="Requests that got a response from a model server.")
+    attempts: int = Field(0, description="Requests tried, with those that got no response.")
+    cache_hits: int = 0
+    model_usage: dict[str, ModelUsage] = Field(default_factory=dict)
+
+
+class LogError(LogModel):
+    message: str
+    traceback: str | None = None
+
+
+class ErrorCount(LogModel):
+    type: str
+    message: str = Field(description="Scrubbed of credentials, at most 300 characters.")
+    count: int
+
+
+class ErrorSummary(LogModel):
+    """Why samples failed, at a glance: the most frequent (type, message) pairs."""
+
+    samples_errored: int = 0
+    most_frequent: list[ErrorCount] = Field(default_factory=list)
+    task_error: str | None = Field(None, description="The task's own error, when it failed as a whole.")
+
+
+class EvaluationHeader(LogModel):
+    key: str
+    display_name: str
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    cache_policy: str = "reuse"
+
+
+class LogHeader(LogModel):
+    """Everything in a log but its samples, in file order."""
+
+    version: int = LOG_VERSION
+    status: TaskStatus
+    error: LogError | None = None
+    run_id: str
+    retry_of: str | None = Field(None, description="The run this one retried, keeping its task identity.")
+    evaluation: EvaluationHeader
+    task_specification: ResolvedTaskSpec
+    sample_count: int
+    samples_errored: int = 0
+    subsampling: str
+    results: dict[str, ScorerResult]
+    stats: LogStats
+    error_summary: ErrorSummary | None = None
+
+
+class TaskResultLog(LogHeader):
+    """One task specification of one run: its header, then its samples in selection order."""
+
+    sample_ids: list[str]
+    samples: list[SampleRecord]
+
+
+__all__ = ["LOG_FILE_SUFFIX", "LOG_VERSION", "READABLE_VERSIONS", "ErrorCount", "ErrorSummary", "EvaluationHeader",
+           "LogError", "LogHeader", "LogModel", "LogStats", "ModelUsage", "SampleError", "SampleRecord", "Score",
+           "ScorerResult", "TaskResultLog", "TaskStatus", "TokenUsage"]
