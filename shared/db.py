@@ -179,7 +179,10 @@ def _create_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # A bounded connect: an unreachable server is an outage to wait out (shared.outages), not a
+    # thread stuck in the kernel's SYN retries for minutes.
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True,
+                         connect_args={"connect_timeout": 10})
 
 
 def migrate(engine: Engine) -> None:

@@ -93,7 +93,8 @@ def hand_back_held_messages() -> int:
             continue
         for tag in held_delivery_tags(channel):
             try:
-                qos.restore_by_tag(tag, leftmost=True)
+                # kombu restores to the end consumers take from: handed-back samples go next.
+                qos.restore_by_tag(tag)
                 returned += 1
             except Exception:  # noqa: BLE001 - what is not restored here comes back by visibility
                 continue

@@ -29,7 +29,7 @@ from workers.broker import refresh_held_messages
 logger = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
 LIVE_WITHIN_S = 20.0
-SWEEP_EVERY_S = 30.0
+SWEEP_EVERY_S = 10.0
 
 
 def held_samples() -> dict[int, list[int]]:
@@ -66,10 +66,14 @@ class Heartbeat:
         self.heartbeat_file = Path(heartbeat_file) if heartbeat_file else None
         self.started_at = now()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="evalfleet-heartbeat", daemon=True)
+        # Two threads: refreshing the broker's delivery times must never wait behind a database
+        # that is away, or a live worker's samples would be delivered again.
+        self._threads = [threading.Thread(target=self._run, name="evalfleet-heartbeat", daemon=True),
+                         threading.Thread(target=self._refresh, name="evalfleet-broker-refresh", daemon=True)]
 
     def start(self) -> Heartbeat:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
@@ -93,12 +97,16 @@ class Heartbeat:
                     logger.warning("recovery sweep failed: %s", exc)
             self._stop.wait(HEARTBEAT_S)
 
+    def _refresh(self) -> None:
+        while not self._stop.is_set():
+            try:
+                refresh_held_messages()
+            except Exception as exc:  # noqa: BLE001 - Redis away: the next beat tries again
+                logger.warning("could not refresh the messages this worker holds: %s", exc)
+            self._stop.wait(HEARTBEAT_S)
+
     def beat(self) -> None:
         held = held_samples()
-        try:
-            refresh_held_messages()
-        except Exception as exc:  # noqa: BLE001 - Redis away: the next beat tries again
-            logger.warning("could not refresh the messages this worker holds: %s", exc)
         try:
             self._upsert(held)
         except Exception as exc:  # noqa: BLE001 - the database away: the next beat tries again

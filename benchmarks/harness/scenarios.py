@@ -691,3 +691,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_tb(exc.__traceback__, limit=4))}"
 
 
+
+
+# Scenarios of later features live in modules of their own, named after what they measure.
+from benchmarks.harness import recovery  # noqa: E402 - they build on the definitions above
+
+SCENARIOS.update(recovery.SCENARIOS)
