@@ -13,9 +13,37 @@ import click
 
 from services.cli import entities, maintenance, runs, worker
 from services.cli.common import err
+from shared.outages import is_outage
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class EvalfleetGroup(click.Group):
+    """Services that are away end a command with one line naming them (exit 1), never a traceback."""
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if isinstance(exc, click.exceptions.Exit | click.ClickException | click.Abort) or not is_outage(exc):
+                raise
+            raise click.ClickException(unreachable(exc)) from None
+
+
+def unreachable(exc: BaseException) -> str:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from shared.redact import mask_url, scrub
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    if isinstance(exc, SQLAlchemyError):
+        what = f"the database ({mask_url(settings.effective_database_url)})"
+    else:
+        what = f"the broker or Redis ({mask_url(settings.broker_url or settings.redis_url or '')})"
+    detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, limit=300)
+    return f"{what} is unreachable: {detail}; try again once it is back"
+
+
+@click.group(cls=EvalfleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="evalfleet")
 def main() -> None:
     """Evaluate language models and datasets, from a laptop to a cluster.

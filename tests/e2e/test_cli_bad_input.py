@@ -161,3 +161,12 @@ def test_bad_input_from_the_real_command_is_one_line_on_stderr(tmp_path):
     assert_one_clear_line(completed.stderr, path, "evaluation.colour")
     assert "accepted fields" in completed.stderr
     assert_nothing_registered_or_submitted(tmp_path)
+
+
+@pytest.mark.parametrize("command", [["list"], ["status", "0123456789abcdef"], ["list", "--json"]])
+def test_an_unreachable_database_is_one_line_not_a_traceback(command):
+    result = CliRunner().invoke(main, [*command, "--database-url", "postgresql://evalfleet:secret@127.0.0.1:1/x"])
+    assert result.exit_code == 1, result.output
+    assert "is unreachable" in result.output and "Traceback" not in result.output
+    assert "secret" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
