@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy import select
 
 from services.registry import database_lookup, register_entity
 from services.resolver import ResolvedRunFile, ResolvedSpec, resolve_run_file
 from services.upload import inject_uploaded_log
-from shared.db import get_engine, now, runs, task_results
+from shared.db import get_engine, now, runs, sample_results, task_results
 from shared.errors import EvalfleetError
 from shared.plan import ResolvedEvaluation
 from shared.samples import iter_selected
@@ -23,7 +24,6 @@ from workers.results import PendingResult, record_results
 from workers.sample import cached_samples, lookup_execution
 
 ProgressCallback = Callable[[int], None]
-SkipPredicate = Callable[[int, str], bool]
 LOOKUP_BATCH = 200  # samples looked up in the result store per round trip
 PROBE = 200
 
@@ -65,9 +65,10 @@ def create_run(evaluation: ResolvedEvaluation, specs: Sequence[ResolvedSpec],
 
 
 def enqueue_samples(specs: Sequence[ResolvedSpec], task_result_ids: list[int], cache_policy: str,
-                    on_progress: ProgressCallback | None = None, skip: SkipPredicate | None = None) -> int:
-    """One message per selected sample, published over one broker connection. `skip(index,
-    sample_id)` leaves out samples that already have a result (retry).
+                    on_progress: ProgressCallback | None = None, skip_recorded: bool = False) -> int:
+    """One message per selected sample, published over one broker connection. `skip_recorded`
+    leaves out samples that already have a result in their task result (a retry copies the
+    successful ones first); it is checked a chunk at a time, so memory stays flat.
 
     With `reuse`, a sample whose output and scores are both in the result store is recorded here
     and never enqueued: a cache hit then costs one store lookup, not a round trip through the
@@ -75,20 +76,22 @@ def enqueue_samples(specs: Sequence[ResolvedSpec], task_result_ids: list[int], c
     Returns how many samples were enqueued or recorded."""
     handled = 0
     with SampleSender() as sender:
-        for index, (item, task_result_id) in enumerate(zip(specs, task_result_ids, strict=True)):
+        for item, task_result_id in zip(specs, task_result_ids, strict=True):
             if item.uploaded_log is not None:
                 continue
             queue = queue_for(item.spec)
             execution = lookup_execution(task_result_id) if cache_policy == "reuse" else None
             looked_up = found = 0
-            selected = ((position, sample) for position, sample in iter_selected(
-                item.spec.dataset, item.selection, needs_input=item.needs_input, needs_target=item.needs_target)
-                if skip is None or not skip(index, sample.id))
+            selected = iter_selected(item.spec.dataset, item.selection, needs_input=item.needs_input,
+                                     needs_target=item.needs_target)
             for chunk in _chunks(selected, LOOKUP_BATCH):
+                if skip_recorded:
+                    recorded = recorded_ids(task_result_id, [sample.id for _, sample in chunk])
+                    chunk = [(position, sample) for position, sample in chunk if sample.id not in recorded]
                 # A fresh evaluation finds nothing: once the first PROBE lookups all missed, stop
                 # asking here (workers still check the store for every sample).
                 records = [None] * len(chunk)
-                if execution is not None and (found or looked_up < PROBE):
+                if execution is not None and chunk and (found or looked_up < PROBE):
                     records = cached_samples(execution, chunk)
                     looked_up += len(chunk)
                 hits = [PendingResult(task_result_id, record, None) for record in records if record is not None]
@@ -103,6 +106,16 @@ def enqueue_samples(specs: Sequence[ResolvedSpec], task_result_ids: list[int], c
     if on_progress is not None:
         on_progress(handled)
     return handled
+
+
+def recorded_ids(task_result_id: int, sample_ids: list[str]) -> set[str]:
+    """Which of these samples already have a result in the task result."""
+    if not sample_ids:
+        return set()
+    sr = sample_results.c
+    with get_engine().connect() as connection:
+        return set(connection.execute(select(sr.sample_id).where(
+            sr.task_result_id == task_result_id, sr.sample_id.in_(sample_ids))).scalars())
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -148,8 +148,18 @@ class S3Store:
             raise StoreError(f"cannot write {self.uri(relpath)}: {exc}") from exc
 
     def open(self, relpath: str) -> IO[bytes]:
+        """A buffered reader over the object, streamed (not loaded whole)."""
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(relpath))["Body"]
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(relpath))["Body"]
+        except Exception as exc:
+            raise StoreError(f"cannot read {self.uri(relpath)}: {exc}") from exc
+        return io.BufferedReader(_RawStream(body), 1024 * 1024)
+
+    def read_range(self, relpath: str, start: int, size: int) -> bytes:
+        """Bytes [start, start + size) of an object (fewer at its end): one ranged GET."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(relpath),
+                                          Range=f"bytes={start}-{start + size - 1}")["Body"].read()
         except Exception as exc:
             raise StoreError(f"cannot read {self.uri(relpath)}: {exc}") from exc
 
@@ -190,6 +200,25 @@ def transient_s3_error(exc: BaseException) -> bool:
         cause = cause.__cause__ or cause.__context__
     # Connection refused or reset, timeouts, upload failures without an S3 answer.
     return True
+
+
+class _RawStream(io.RawIOBase):
+    """A streaming response body as a raw stream, so it can be buffered and read by lines."""
+
+    def __init__(self, body) -> None:  # noqa: ANN001 - botocore's StreamingBody
+        self.body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001
+        data = self.body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.body.close()
+        super().close()
 
 
 _s3_stores: dict[str, S3Store] = {}

@@ -18,3 +18,13 @@ def fail_most(sample) -> str:  # noqa: ANN001
     if not sample.id.endswith("0"):
         raise RuntimeError(f"model is down (sample {sample.id})")
     return sample.target or ""
+
+
+def fail_on_marker(sample) -> str:  # noqa: ANN001
+    """Fails samples whose input contains "fail", unless EVALFLEET_MODEL_FAILS=never (a retry once
+    the cause is fixed)."""
+    import os
+
+    if "fail" in str(sample.input) and os.environ.get("EVALFLEET_MODEL_FAILS") != "never":
+        raise RuntimeError(f"model is down (sample {sample.id})")
+    return sample.target or ""

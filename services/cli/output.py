@@ -13,6 +13,30 @@ from services.cli.common import EXIT_FAILED, EXIT_OK
 from services.runs import RunReport
 
 
+def emit_table(columns: list[str | tuple[str, str]], rows: list[list[str]], *, title: str | None = None,
+               console: Console | None = None) -> None:
+    """A table on a terminal; elsewhere (a pipe, a file, CI) full-width plain rows, one per line,
+    tab-separated, never truncated or wrapped, multi-line cells joined with "; "."""
+    console = console or Console()
+    names = [c if isinstance(c, str) else c[0] for c in columns]
+    if console.is_terminal:
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            name, justify = (column, "left") if isinstance(column, str) else column
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    out = console.file
+    if title:
+        out.write(title + "\n")
+    out.write("\t".join(names) + "\n")
+    for row in rows:
+        out.write("\t".join(cell.replace("\n", "; ").replace("\t", " ") for cell in row) + "\n")
+    out.flush()
+
+
 def report_document(report: RunReport, **extra: object) -> dict:
     return {
         "run_id": report.run_id,
@@ -50,15 +74,11 @@ def format_metrics(metrics: dict[str, dict[str, float | None]]) -> str:
 def print_report(report: RunReport, console: Console | None = None) -> None:
     """The results table, the log locations and, for task results with failed samples, why."""
     console = console or Console()
-    table = Table(title=f"{report.display_name}: {report.status}", title_justify="left")
-    for column, justify in (("task", "left"), ("status", "left"), ("samples", "right"), ("errors", "right"),
-                            ("model calls", "right"), ("attempts", "right"), ("cached", "right"),
-                            ("metrics", "left")):
-        table.add_column(column, justify=justify)
-    for t in report.task_results:
-        table.add_row(t.key, t.status, str(t.samples), str(t.errors), str(t.model_calls), str(t.attempts),
-                      str(t.cache_hits), format_metrics(t.metrics))
-    console.print(table)
+    columns = [("task", "left"), ("status", "left"), ("samples", "right"), ("errors", "right"),
+               ("model calls", "right"), ("attempts", "right"), ("cached", "right"), ("metrics", "left")]
+    rows = [[t.key, t.status, str(t.samples), str(t.errors), str(t.model_calls), str(t.attempts), str(t.cache_hits),
+             format_metrics(t.metrics)] for t in report.task_results]
+    emit_table(columns, rows, title=f"{report.display_name}: {report.status}", console=console)
     console.print(f"run {report.run_id}" + (f" (retry of {report.retry_of})" if report.retry_of else ""),
                   highlight=False)
     for t in report.task_results:

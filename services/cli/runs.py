@@ -8,8 +8,6 @@ from collections.abc import Callable
 from contextlib import ExitStack
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from services.cli.common import (
     EXIT_INTERRUPTED,
@@ -21,7 +19,7 @@ from services.cli.common import (
     say,
     settings_options,
 )
-from services.cli.output import finish, report_json
+from services.cli.output import emit_table, finish, report_json
 from shared.settings import get_settings
 
 # Seconds in-flight samples get when Ctrl+C cancels an embedded run.
@@ -213,12 +211,9 @@ def list_runs(as_json: bool, limit: int, evaluation: str | None, **options: str 
     if as_json:
         click.echo(json.dumps([s.model_dump(mode="json") for s in summaries], indent=2))
         return
-    table = Table("evaluation", "status", "progress", "errors", "created")
-    table.add_column("run id", no_wrap=True)
-    for s in summaries:
-        table.add_row(s.evaluation, s.status, f"{s.done}/{s.samples}", str(s.errors),
-                      s.created_at.strftime("%Y-%m-%d %H:%M"), s.run_id)
-    Console().print(table)
+    emit_table(["evaluation", "status", "progress", "errors", "created", "run id"],
+               [[s.evaluation, s.status, f"{s.done}/{s.samples}", str(s.errors), s.created_at.strftime("%Y-%m-%d %H:%M"),
+                 s.run_id] for s in summaries])
 
 
 COMMANDS = [run, retry, cancel, resume, status, list_runs]

@@ -114,6 +114,7 @@ class EvaluationHeader(LogModel):
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
     cache_policy: str = "reuse"
+    fail_on_error: bool | float | None = Field(None, description="The evaluation's budget of failed samples.")
 
 
 class LogHeader(LogModel):
@@ -135,10 +136,11 @@ class LogHeader(LogModel):
 
 
 class TaskResultLog(LogHeader):
-    """One task specification of one run: its header, then its samples in selection order."""
+    """One task specification of one run: its header, then its samples in selection order.
+    `sample_ids` and `samples` are None only when read header-only."""
 
-    sample_ids: list[str]
-    samples: list[SampleRecord]
+    sample_ids: list[str] | None
+    samples: list[SampleRecord] | None
 
 
 __all__ = ["LOG_FILE_SUFFIX", "LOG_VERSION", "READABLE_VERSIONS", "ErrorCount", "ErrorSummary", "EvaluationHeader",

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from shared.log.models import LOG_FILE_SUFFIX, LogHeader
+from shared.log.models import LOG_FILE_SUFFIX, LogHeader, TaskResultLog
 from shared.storage import store_for
 
 COPY_CHUNK = 1024 * 1024
@@ -65,6 +65,20 @@ def write_task_result_log(log_dir: str, relpath: str, header: LogHeader, spool: 
         spool.copy_samples(out)
         out.write("\n]}\n")
     return store.uri(relpath)
+
+
+def write_log(log: TaskResultLog, location: str) -> str:
+    """Write a whole log object to a path or an s3:// URL (atomically); returns its URI."""
+    from shared.log.reader import split_location
+
+    if log.samples is None:
+        raise ValueError("a log read header-only has no samples to write; read it whole")
+    header = LogHeader.model_validate({name: getattr(log, name) for name in LogHeader.model_fields})
+    with SampleSpool() as spool:
+        for sample in log.samples:
+            spool.add(sample.id, sample.model_dump_json())
+        directory, name = split_location(location)
+        return write_task_result_log(directory, name, header, spool)
 
 
 def finite_or_none(value: Any) -> Any:
