@@ -35,6 +35,7 @@ from shared.log import (
     SampleRecord,
     SampleSpool,
     ScorerResult,
+    StarMetricResult,
     finite_or_none,
     log_relpath,
     write_task_result_log,
@@ -223,6 +224,7 @@ def _assemble(task_result_id: int, owner: str, status: str | None) -> str | None
             started_at = row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=completed_at.tzinfo)
             results = folder.results()
             summary = folder.error_summary(None)
+            star = star_metric_result(spec, {label: r.metrics for label, r in results.items()})
             header = LogHeader(
                 status=final_status, error=error, run_id=row.run_id, retry_of=row.retry_of,
                 evaluation=EvaluationHeader(key=evaluation.key, display_name=evaluation.display_name,
@@ -230,7 +232,7 @@ def _assemble(task_result_id: int, owner: str, status: str | None) -> str | None
                                             cache_policy=evaluation.cache_policy,
                                             fail_on_error=evaluation.fail_on_error),
                 task_specification=spec, sample_count=row.total, samples_errored=folder.errors,
-                subsampling=spec.subsampling, results=results,
+                subsampling=spec.subsampling, results=results, star_metric=star,
                 stats=LogStats(started_at=started_at, completed_at=completed_at,
                                duration_s=(completed_at - started_at).total_seconds(),
                                model_calls=folder.model_calls, attempts=folder.attempts,
@@ -242,7 +244,8 @@ def _assemble(task_result_id: int, owner: str, status: str | None) -> str | None
                                         header, spool)
         metrics = finite_or_none({label: r.metrics for label, r in results.items()})
         through_outages(lambda: _settle(task_result_id, owner, row.run_id, final_status, uri, metrics,
-                                        error.message if error else None, summary), "settling a task result")
+                                        error.message if error else None, summary,
+                                        star.pass_status if star else None), "settling a task result")
         return uri
     except LostClaim as exc:
         logger.warning("%s", exc)
@@ -272,8 +275,18 @@ def _duplicated_groups(task_result_id: int) -> set[str]:
         ).scalars())
 
 
+def star_metric_result(spec: ResolvedTaskSpec, metrics: dict[str, dict[str, float | None]]) -> StarMetricResult | None:
+    star = spec.star_metric
+    if star is None:
+        return None
+    value = star.value(metrics)
+    return StarMetricResult(metric=star.metric, value=finite_or_none(value), threshold=star.threshold,
+                            pass_status=star.passes(finite_or_none(metrics)))
+
+
 def _settle(task_result_id: int, owner: str, run_id: str, status: str, log_path: str | None,
-            metrics: dict | None, error: str | None, summary: ErrorSummary | None) -> None:
+            metrics: dict | None, error: str | None, summary: ErrorSummary | None,
+            pass_status: bool | None = None) -> None:
     t = task_results.c
     with get_engine().begin() as connection:
         connection.execute(update(task_results).where(
@@ -281,7 +294,7 @@ def _settle(task_result_id: int, owner: str, run_id: str, status: str, log_path:
         ).values(
             status=status, log_path=log_path, completed_at=now(), error=error,
             metrics=None if metrics is None else json.dumps(metrics),
-            error_summary=None if summary is None else summary.model_dump_json(),
+            error_summary=None if summary is None else summary.model_dump_json(), pass_status=pass_status,
         ))
     settle_run(run_id)
 

@@ -17,10 +17,26 @@ from services.upload import load_uploaded_log, resolve_log_location
 from shared.entrypoints import load_entrypoint
 from shared.errors import SpecError
 from shared.log import TaskResultLog
-from shared.plan import ResolvedDataset, ResolvedEvaluation, ResolvedModel, ResolvedTask, ResolvedTaskSpec
+from shared.plan import (
+    ResolvedDataset,
+    ResolvedEvaluation,
+    ResolvedModel,
+    ResolvedStarMetric,
+    ResolvedTask,
+    ResolvedTaskSpec,
+)
 from shared.samples import MissingSampleField, Selection, dataset_format, select_samples
 from shared.settings import get_settings
-from shared.spec import DatasetEntity, ModelEntity, RunFile, TaskEntity, load_run_file, spec_error_from
+from shared.spec import (
+    DatasetEntity,
+    ModelEntity,
+    RunFile,
+    StarMetric,
+    TaskEntity,
+    did_you_mean,
+    load_run_file,
+    spec_error_from,
+)
 from workers.providers.mock import MOCK_MODELS
 from workers.tasks import BUILTIN_TASKS, Task, load_task, task_class
 
@@ -111,6 +127,8 @@ class _Resolver:
         dataset = self.dataset(spec.dataset_key, index)
         num_samples = spec.num_samples if spec.num_samples is not None else evaluation.num_samples
         subsampling = spec.subsampling or evaluation.subsampling
+        star = self.star_metric(spec.star_metric or evaluation.star_metric, cls, task, index,
+                                "star_metric" if spec.star_metric else None)
         resolved = ResolvedTaskSpec(
             key=spec.key or spec.derived_key,
             display_name=spec.display_name or spec.key or spec.derived_key,
@@ -120,6 +138,7 @@ class _Resolver:
             num_samples=num_samples,
             subsampling=subsampling,
             task_result_log_path=spec.task_result_log_path,
+            star_metric=star,
         )
         try:
             selected = select_for(resolved)
@@ -178,6 +197,25 @@ class _Resolver:
             requests_per_minute=entity.requests_per_minute, queue=entity.queue,
         )
 
+    def star_metric(self, star: StarMetric | None, cls: type[Task], task: ResolvedTask, index: int,
+                    own_field: str | None) -> ResolvedStarMetric | None:
+        """A star metric named against the task's results (`<scorer>/<metric>`, or `<scorer>` for its
+        main metric); `own_field`: the specification's own field, else the evaluation's."""
+        if star is None:
+            return None
+        field = self._field(index, own_field) if own_field else "evaluation.star_metric"
+        metrics = load_task(task, _placeholder_dataset()).metrics() if cls else {}
+        scorer, _, name = star.metric.partition("/")
+        reported = [f"{label}/{metric}" for label, names in metrics.items() for metric in names]
+        if scorer not in metrics:
+            raise SpecError(self.file, f"{field}.metric", f"no scorer {scorer!r} in task {task.key!r}"
+                            f"{did_you_mean(scorer, list(metrics))}; it reports: {', '.join(reported)}")
+        name = name or next(m for m in metrics[scorer] if m != "stderr")
+        if name not in metrics[scorer]:
+            raise SpecError(self.file, f"{field}.metric", f"scorer {scorer!r} reports no metric {name!r}; it reports: "
+                            f"{', '.join(reported)}")
+        return ResolvedStarMetric(metric=f"{scorer}/{name}", scorer=scorer, name=name, threshold=star.threshold)
+
     def _missing_key(self, entity: ModelEntity, index: int) -> None:
         """Embedded, this process runs the samples: an unset key would fail every one of them. In a
         cluster the workers may hold keys the submitter lacks: a warning, and a worker without the
@@ -217,3 +255,8 @@ class _Resolver:
             if entity.key == key:
                 return entity
         return self.lookup(kind, key)  # type: ignore[arg-type]
+
+
+def _placeholder_dataset() -> ResolvedDataset:
+    """Tasks report their metrics from their config alone; building one needs a dataset object."""
+    return ResolvedDataset(key="-", path="-")

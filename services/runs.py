@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 
 from shared.db import CANCELLING, FINAL_STATUSES, get_engine, runs, sample_results, task_results
 from shared.errors import EvalfleetError, RunNotFound
-from shared.log import ErrorCount, ErrorSummary
+from shared.log import ErrorCount, ErrorSummary, StarMetricResult
 from shared.outages import OutageBudgetExceeded, is_outage, through_outages
 from shared.plan import ResolvedTaskSpec
 from shared.settings import get_settings
@@ -26,6 +26,8 @@ NO_WORKER_AFTER_S = 30.0
 
 class TaskResultReport(BaseModel):
     key: str
+    uuid: str | None = None
+    display_name: str | None = None
     status: str
     log_path: str | None
     samples: int
@@ -37,6 +39,11 @@ class TaskResultReport(BaseModel):
     metrics: dict[str, dict[str, float | None]]
     error: str | None = None
     error_summary: ErrorSummary | None = None
+    star_metric: StarMetricResult | None = None
+
+    @property
+    def pass_status(self) -> bool | None:
+        return None if self.star_metric is None else self.star_metric.pass_status
 
 
 class RunReport(BaseModel):
@@ -85,16 +92,26 @@ def run_report(run_id: str, *, with_errors: bool = False) -> RunReport:
             if summary is not None and summary.task_error is None and row.status == "error" and row.error and \
                     not summary.most_frequent:
                 summary.task_error = row.error.splitlines()[0]
+            spec = ResolvedTaskSpec.model_validate_json(row.plan)
+            metrics = json.loads(row.metrics) if row.metrics else {}
             reports.append(TaskResultReport(
-                key=row.spec_key, status=row.status, log_path=row.log_path, samples=row.total, done=row.done,
-                errors=row.errors, model_calls=row.model_calls, attempts=row.attempts, cache_hits=row.cache_hits,
-                metrics=json.loads(row.metrics) if row.metrics else {}, error=row.error, error_summary=summary,
+                key=row.spec_key, uuid=row.uuid, display_name=spec.display_name, status=row.status,
+                log_path=row.log_path, samples=row.total, done=row.done, errors=row.errors,
+                model_calls=row.model_calls, attempts=row.attempts, cache_hits=row.cache_hits, metrics=metrics,
+                error=row.error, error_summary=summary,
+                star_metric=star_metric_result(spec, metrics) if row.status in FINAL_STATUSES else None,
             ))
     return RunReport(
         run_id=run.id, status=run.status, evaluation=run.evaluation_key, display_name=run.display_name,
         created_at=run.created_at, finished_at=run.finished_at, retry_of=run.retry_of, error=run.error,
         task_results=reports,
     )
+
+
+def star_metric_result(spec: ResolvedTaskSpec, metrics: dict) -> StarMetricResult | None:
+    from services.aggregator import star_metric_result as result
+
+    return result(spec, metrics)
 
 
 def live_error_summary(connection, task_result_id: int, errors: int) -> ErrorSummary:  # noqa: ANN001

@@ -53,13 +53,14 @@ def create_run(evaluation: ResolvedEvaluation, specs: Sequence[ResolvedSpec],
         connection.execute(runs.insert().values(
             id=run_id, evaluation_key=evaluation.key, display_name=evaluation.display_name,
             status="running", plan=evaluation.model_dump_json(), retry_of=retry_of, created_at=started,
+            tags="," + ",".join(evaluation.tags) + "," if evaluation.tags else None,
         ))
         ids = []
         for position, item in enumerate(specs):
             ids.append(connection.execute(task_results.insert().values(
                 run_id=run_id, position=position, spec_key=item.spec.key, plan=item.spec.model_dump_json(),
                 total=item.selection.total, done=0, errors=0, model_calls=0, cache_hits=0, status="running",
-                started_at=started,
+                started_at=started, uuid=str(uuid.uuid4()), model_key=item.spec.model.key if item.spec.model else None,
             )).inserted_primary_key[0])
     return run_id, ids
 

@@ -55,6 +55,8 @@ runs = Table(
     Column("error", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, index=True),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    # The evaluation's tags, comma-separated with a comma at each end, for `LIKE '%,tag,%'`.
+    Column("tags", Text, nullable=True),
 )
 
 task_results = Table(
@@ -87,6 +89,11 @@ task_results = Table(
     # When a sample was last recorded: a running task result with no progress for a while is
     # checked for samples that nobody holds any more (services.recovery).
     Column("progress_at", DateTime(timezone=True), nullable=True),
+    # The results API's `evaluation_run_uuid`: one task result is one DigitalOcean "evaluation run".
+    Column("uuid", String(36), nullable=True, unique=True, index=True),
+    # The star metric met its threshold (None: no star metric, or not finished).
+    Column("pass_status", Boolean, nullable=True),
+    Column("model_key", String(250), nullable=True),
 )
 
 sample_results = Table(
@@ -122,6 +129,21 @@ worker_processes = Table(
     Column("active", Integer, nullable=False, default=0),
     # JSON {task_result_id: [positions]}: the samples this worker has received and not finished.
     Column("holding", Text, nullable=False, default="{}"),
+)
+
+# Bearer tokens of the results API: only a SHA-256 of each token is kept, and its first characters
+# (`prefix`) so people can tell their tokens apart.
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(250), nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
 )
 
 FINAL_STATUSES = ("success", "error", "cancelled")

@@ -47,6 +47,22 @@ class ResolvedTask(Frozen):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+class ResolvedStarMetric(Frozen):
+    """A star metric checked against its task: `scorer` and `name` exist in the task's results."""
+
+    metric: str = Field(description="`<scorer>/<metric>`.")
+    scorer: str
+    name: str
+    threshold: float = Field(description="Pass when the metric is at least this (a fraction for a percentage).")
+
+    def passes(self, metrics: dict[str, dict[str, float | None]]) -> bool:
+        value = self.value(metrics)
+        return value is not None and value >= self.threshold
+
+    def value(self, metrics: dict[str, dict[str, float | None]]) -> float | None:
+        return (metrics.get(self.scorer) or {}).get(self.name)
+
+
 class ResolvedTaskSpec(Frozen):
     key: str
     display_name: str
@@ -56,6 +72,7 @@ class ResolvedTaskSpec(Frozen):
     num_samples: int | None = None
     subsampling: Subsampling = "head"
     task_result_log_path: str | None = None
+    star_metric: ResolvedStarMetric | None = None
 
 
 class ResolvedEvaluation(Frozen):

@@ -92,6 +92,25 @@ class TaskEntity(Strict):
         return self
 
 
+class StarMetric(Strict):
+    """The one metric a task result is judged by: `<scorer>/<metric>` (or just `<scorer>`, its main
+    metric), and the value it must reach for the task result to pass."""
+
+    metric: str = Field(min_length=1, description="`<scorer>/<metric>`, e.g. `includes/accuracy`.")
+    success_threshold: float | None = Field(None, description="Pass when the metric is at least this.")
+    success_threshold_pct: float | None = Field(None, ge=0, le=100, description="The same, in percent.")
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> StarMetric:
+        if (self.success_threshold is None) == (self.success_threshold_pct is None):
+            raise ValueError("set exactly one of `success_threshold` and `success_threshold_pct`")
+        return self
+
+    @property
+    def threshold(self) -> float:
+        return self.success_threshold if self.success_threshold is not None else self.success_threshold_pct / 100
+
+
 class TaskSpecification(Strict):
     key: Key | None = None
     display_name: str | None = None
@@ -102,6 +121,7 @@ class TaskSpecification(Strict):
     num_samples: PositiveInt | None = None
     subsampling: Subsampling | None = None
     task_result_log_path: str | None = None
+    star_metric: StarMetric | None = Field(None, description="Overrides the evaluation's star metric.")
 
     @property
     def derived_key(self) -> str:
@@ -122,6 +142,7 @@ class EvaluationSpec(Strict):
         "fail above that share of samples; a number from 1: fail from that many failed samples.",
     )
     task_specifications: list[TaskSpecification] = Field(min_length=1)
+    star_metric: StarMetric | None = Field(None, description="The metric each task result passes or fails by.")
     tags: list[str] = Field(default_factory=list)
     description: str | None = None
     long_description: str | None = None
@@ -178,6 +199,16 @@ class RunFile(Strict):
                     raise ValueError(f"{section} key {entity.key!r} is defined twice")
                 seen.add(entity.key)
         return self
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """`; did you mean 'x'?` for the closest choices, or nothing when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=2, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

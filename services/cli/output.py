@@ -49,7 +49,10 @@ def report_document(report: RunReport, **extra: object) -> dict:
             {"key": t.key, "status": t.status, "log_path": t.log_path, "samples": t.samples, "done": t.done,
              "errors": t.errors, "model_calls": t.model_calls, "attempts": t.attempts, "cache_hits": t.cache_hits,
              "metrics": t.metrics, "error": t.error,
-             "error_summary": t.error_summary.model_dump(mode="json") if t.error_summary else None}
+             "error_summary": t.error_summary.model_dump(mode="json") if t.error_summary else None,
+             "uuid": t.uuid, "display_name": t.display_name,
+             "star_metric": t.star_metric.model_dump(mode="json") if t.star_metric else None,
+             "pass_status": t.pass_status}
             for t in report.task_results
         ],
     }
@@ -71,6 +74,13 @@ def format_metrics(metrics: dict[str, dict[str, float | None]]) -> str:
     return "\n".join(lines)
 
 
+def format_star(star) -> str:  # noqa: ANN001 - a StarMetricResult or None
+    if star is None:
+        return "-"
+    shown = "n/a" if star.value is None else f"{star.value:.3f}"
+    return f"{star.metric} {shown} vs {star.threshold:g}: {'pass' if star.pass_status else 'FAIL'}"
+
+
 def print_report(report: RunReport, console: Console | None = None) -> None:
     """The results table, the log locations and, for task results with failed samples, why."""
     console = console or Console()
@@ -78,6 +88,10 @@ def print_report(report: RunReport, console: Console | None = None) -> None:
                ("model calls", "right"), ("attempts", "right"), ("cached", "right"), ("metrics", "left")]
     rows = [[t.key, t.status, str(t.samples), str(t.errors), str(t.model_calls), str(t.attempts), str(t.cache_hits),
              format_metrics(t.metrics)] for t in report.task_results]
+    if any(t.star_metric for t in report.task_results):
+        columns.append(("star metric", "left"))
+        for row, t in zip(rows, report.task_results, strict=True):
+            row.append(format_star(t.star_metric))
     emit_table(columns, rows, title=f"{report.display_name}: {report.status}", console=console)
     console.print(f"run {report.run_id}" + (f" (retry of {report.retry_of})" if report.retry_of else ""),
                   highlight=False)

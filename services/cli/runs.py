@@ -10,6 +10,7 @@ from contextlib import ExitStack
 import click
 
 from services.cli.common import (
+    EXIT_FAILED,
     EXIT_INTERRUPTED,
     BadInput,
     EvalfleetError,
@@ -31,8 +32,12 @@ INTERRUPT_GRACE_S = 2.0
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of a table.")
 @click.option("--detach", is_flag=True, help="Return after submitting and print the run id (needs a broker).")
 @click.option("--concurrency", type=click.IntRange(1), help="Samples in flight in the embedded worker.")
+@click.option("--fail-under", "gate", is_flag=False, flag_value="star", default=None, metavar="[THRESHOLD]",
+              help="Exit 1 when a task result's star metric is below its success threshold (or below "
+              "THRESHOLD, when given): a CI gate.")
 @settings_options
-def run(path: str, as_json: bool, detach: bool, concurrency: int | None, **options: str | None) -> None:
+def run(path: str, as_json: bool, detach: bool, concurrency: int | None, gate: str | None,
+        **options: str | None) -> None:
     """Validate, submit and run an evaluation; wait for its task result logs.
 
     Ctrl+C: on the embedded default, cancels the run (in-flight samples finish, logs are written
@@ -42,17 +47,31 @@ def run(path: str, as_json: bool, detach: bool, concurrency: int | None, **optio
     apply_settings(concurrency=concurrency, **options)
     if detach and get_settings().embedded:
         raise BadInput("--detach needs a broker: set EVALFLEET_BROKER_URL and start `evalfleet worker`")
+    threshold = parse_gate(gate)
     try:
         resolved = validate_run_file(path)  # bad input fails here, before any worker starts
     except EvalfleetError as exc:
         fail(exc)
+    if gate is not None and not any(item.spec.star_metric for item in resolved.specs):
+        raise BadInput(f"{path}: --fail-under needs a `star_metric` (on the evaluation or a task specification)")
     submit_and_wait(lambda on_enqueued, on_created: submit_resolved(resolved, on_enqueued, on_created),
                     as_json=as_json, detach=detach, label=resolved.evaluation.key,
-                    total=sum(s.selection.total for s in resolved.specs if s.uploaded_log is None))
+                    total=sum(s.selection.total for s in resolved.specs if s.uploaded_log is None),
+                    gate=threshold if gate is not None else None)
+
+
+def parse_gate(gate: str | None) -> float | str | None:
+    """`--fail-under`: "star" (each star metric's own threshold), or a number."""
+    if gate is None or gate == "star":
+        return gate
+    try:
+        return float(gate.rstrip("%")) / (100 if gate.endswith("%") else 1)
+    except ValueError:
+        raise BadInput(f"--fail-under: {gate!r} is not a number (e.g. 0.8 or 80%)") from None
 
 
 def submit_and_wait(start: Callable, *, as_json: bool, detach: bool, total: int | None = None,
-                    label: str = "run") -> None:
+                    label: str = "run", gate: float | str | None = None) -> None:
     """Start a run (in-process worker on the embedded default), then wait with a progress bar.
     `start(on_enqueued, on_created)` submits and returns the run id."""
     from services.progress import RunProgress
@@ -79,7 +98,22 @@ def submit_and_wait(start: Callable, *, as_json: bool, detach: bool, total: int 
         except KeyboardInterrupt:
             progress.stop()
             _interrupted(created[0] if created else None, submitted="run_id" in locals(), as_json=as_json)
-    finish(report, as_json)
+    finish(report, as_json, exit_code=gated_exit(report, gate))
+
+
+def gated_exit(report, gate: float | str | None) -> int | None:  # noqa: ANN001
+    """Exit 1 when the gate is set and a star metric misses its threshold (or the given one)."""
+    if gate is None:
+        return None
+    for task_result in report.task_results:
+        star = task_result.star_metric
+        if star is None:
+            continue
+        threshold = star.threshold if gate == "star" else gate
+        if star.value is None or star.value < threshold:
+            say(f"--fail-under: {task_result.key}: {star.metric} = {star.value} is below {threshold:g}")
+            return EXIT_FAILED
+    return None
 
 
 def _interrupted(run_id: str | None, *, submitted: bool, as_json: bool) -> None:

@@ -108,6 +108,15 @@ class ErrorSummary(LogModel):
     task_error: str | None = Field(None, description="The task's own error, when it failed as a whole.")
 
 
+class StarMetricResult(LogModel):
+    """The task result's star metric and whether it met its threshold."""
+
+    metric: str = Field(description="`<scorer>/<metric>`.")
+    value: float | None
+    threshold: float
+    pass_status: bool
+
+
 class EvaluationHeader(LogModel):
     key: str
     display_name: str
@@ -131,6 +140,7 @@ class LogHeader(LogModel):
     samples_errored: int = 0
     subsampling: str
     results: dict[str, ScorerResult]
+    star_metric: StarMetricResult | None = None
     stats: LogStats
     error_summary: ErrorSummary | None = None
 
@@ -145,4 +155,4 @@ class TaskResultLog(LogHeader):
 
 __all__ = ["LOG_FILE_SUFFIX", "LOG_VERSION", "READABLE_VERSIONS", "ErrorCount", "ErrorSummary", "EvaluationHeader",
            "LogError", "LogHeader", "LogModel", "LogStats", "ModelUsage", "SampleError", "SampleRecord", "Score",
-           "ScorerResult", "TaskResultLog", "TaskStatus", "TokenUsage"]
+           "ScorerResult", "StarMetricResult", "TaskResultLog", "TaskStatus", "TokenUsage"]

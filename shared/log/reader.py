@@ -24,7 +24,14 @@ from typing import IO, Any
 from pydantic import BaseModel, ValidationError
 
 from shared.errors import SpecError, StoreError
-from shared.log.models import LOG_FILE_SUFFIX, LOG_VERSION, READABLE_VERSIONS, LogHeader, SampleRecord, TaskResultLog
+from shared.log.models import (
+    LOG_FILE_SUFFIX,
+    LOG_VERSION,
+    READABLE_VERSIONS,
+    LogHeader,
+    SampleRecord,
+    TaskResultLog,
+)
 from shared.storage import S3Store, store_for
 
 HEAD_CHUNK = 64 * 1024
