@@ -5,6 +5,8 @@ raised before anything is registered or submitted."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import warnings
 from dataclasses import dataclass, replace
@@ -61,7 +63,8 @@ class ResolvedRunFile:
         base = self.path.parent
         found: list[tuple[str, object]] = []
         for dataset in self.run_file.datasets:
-            found.append(("dataset", dataset.model_copy(update={"path": absolute_path(dataset.path, base)})))
+            found.append(("dataset", dataset.model_copy(update={"path": dataset_location(dataset, base),
+                                                                 "rows": None})))
         found += [("model", model) for model in self.run_file.models]
         found += [("task", task) for task in self.run_file.tasks]
         return found
@@ -80,10 +83,31 @@ def absolute_path(path: str, base: Path) -> str:
     return path if path.startswith("s3://") else str((base / path).resolve())
 
 
-def resolve_run_file(path: str | Path, lookup: EntityLookup) -> ResolvedRunFile:
+def dataset_location(dataset: DatasetEntity, base: Path) -> str:
+    """Where a dataset defined in a run file is read from: its path, or for inline `rows` a file
+    named by their content under EVALFLEET_HOME (the same rows, the same file)."""
+    if dataset.rows is None:
+        return absolute_path(dataset.path, base)
+    text = "".join(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n" for row in dataset.rows)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+    target = (get_settings().home / "datasets" / f"inline-{digest}.jsonl").resolve()
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(target)
+    return str(target)
+
+
+def resolve_run_file(path: str | Path, lookup: EntityLookup, *, data_roots: list[Path] | None = None,
+                     display_name: str | None = None) -> ResolvedRunFile:
+    """Resolve and validate a run file. `data_roots`: for run files from elsewhere (the HTTP API),
+    the only directories of this machine its datasets may be read from (s3:// URLs, inline rows
+    and registered datasets are always allowed); None allows any path. `display_name`: how errors
+    name the file."""
     path = Path(path).resolve()
-    run_file = load_run_file(path)
-    resolver = _Resolver(path, run_file, lookup)
+    run_file = load_run_file(path, display_name=display_name)
+    resolver = _Resolver(path, run_file, lookup, data_roots=data_roots, display_name=display_name)
     evaluation = run_file.evaluation
     specs = [resolver.task_specification(i) for i in range(len(evaluation.task_specifications))]
     resolved = ResolvedEvaluation(
@@ -101,11 +125,13 @@ def resolve_run_file(path: str | Path, lookup: EntityLookup) -> ResolvedRunFile:
 
 
 class _Resolver:
-    def __init__(self, path: Path, run_file: RunFile, lookup: EntityLookup):
-        self.file = str(path)
+    def __init__(self, path: Path, run_file: RunFile, lookup: EntityLookup, *, data_roots: list[Path] | None = None,
+                 display_name: str | None = None):
+        self.file = display_name or str(path)
         self.base = path.parent
         self.run_file = run_file
         self.lookup = lookup
+        self.data_roots = None if data_roots is None else [root.resolve() for root in data_roots]
 
     def _field(self, index: int, name: str) -> str:
         spec = self.run_file.evaluation.task_specifications[index]
@@ -147,6 +173,8 @@ class _Resolver:
         uploaded = None
         if spec.task_result_log_path is not None:
             field = self._field(index, "task_result_log_path")
+            if self.data_roots is not None and not spec.task_result_log_path.startswith("s3://"):
+                raise SpecError(self.file, field, "a run file sent to the server uploads logs from s3:// URLs only")
             location = resolve_log_location(spec.task_result_log_path, self.base, self.file, field)
             uploaded = load_uploaded_log(location, resolved, selected.selection, needs_input=selected.needs_input,
                                          needs_target=selected.needs_target, file=self.file, field=field)
@@ -237,10 +265,14 @@ class _Resolver:
                             f"unknown dataset {key!r}: not defined in `datasets` and not registered")
         assert isinstance(entity, DatasetEntity)
         in_file = any(d.key == key for d in self.run_file.datasets)
-        path = absolute_path(entity.path, self.base) if in_file else entity.path
-        if in_file:
+        path = dataset_location(entity, self.base) if in_file else entity.path
+        if in_file and entity.rows is None:
             position = next(i for i, d in enumerate(self.run_file.datasets) if d.key == key)
             field = f"datasets[{position}:{key}].path"
+            if self.data_roots is not None and not path.startswith("s3://") and not any(
+                    Path(path).is_relative_to(root) for root in self.data_roots):
+                raise SpecError(self.file, field, f"{entity.path!r}: a path on this server must be under "
+                                "EVALFLEET_DATA_ROOTS; use an s3:// URL, inline `rows`, or a registered dataset")
             try:
                 dataset_format(path)
             except SpecError as exc:

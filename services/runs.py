@@ -238,24 +238,32 @@ def no_worker_message(queue: str, waited_s: float | None = None) -> str:
             f"EVALFLEET_BROKER_URL={broker} evalfleet worker -Q {queue}")
 
 
-def cancel_run(run_id: str, grace_s: float = 2.0) -> RunReport:
+CANCEL_GRACE_S = 2.0
+
+
+def begin_cancel(run_id: str) -> bool:
+    """Mark a running run as being cancelled (workers drop its samples not yet started); true if
+    this call did it."""
+    with get_engine().begin() as connection:
+        return connection.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "running")
+                                  .values(status=CANCELLING)).rowcount == 1
+
+
+def cancel_run(run_id: str, grace_s: float = CANCEL_GRACE_S) -> RunReport:
     """Stop a run: workers drop its samples not yet started, those in flight get `grace_s` to
     finish, then every unfinished task result gets its log with status `cancelled`. With no live
     worker on the run's queues, nothing is in flight: it completes at once, here."""
     from services.aggregator import assemble_task_result_log, settle_run
+    from workers.app import queue_for
     from workers.results import claim_aggregation
 
     report = run_report(run_id)
     if report.finished:
         return report
-    with get_engine().begin() as connection:
-        connection.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "running")
-                           .values(status=CANCELLING))
+    begin_cancel(run_id)
     unattended = set(idle_queues(run_id))
     if not unattended or unattended != set(run_queues(run_id)):
         time.sleep(grace_s)
-    from workers.app import queue_for
-
     with get_engine().connect() as connection:
         rows = connection.execute(select(task_results.c.id, task_results.c.status, task_results.c.plan).where(
             task_results.c.run_id == run_id, task_results.c.status.in_(("running", "aggregating")))).all()

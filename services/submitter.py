@@ -28,9 +28,11 @@ LOOKUP_BATCH = 200  # samples looked up in the result store per round trip
 PROBE = 200
 
 
-def validate_run_file(path: str | Path) -> ResolvedRunFile:
-    """Resolve a run file and select its samples; raises SpecError on any problem."""
-    return resolve_run_file(path, database_lookup)
+def validate_run_file(path: str | Path, *, data_roots: list[Path] | None = None,
+                      display_name: str | None = None) -> ResolvedRunFile:
+    """Resolve a run file and select its samples; raises SpecError on any problem (see
+    `resolve_run_file` for `data_roots`, the places a run file from elsewhere may read)."""
+    return resolve_run_file(path, database_lookup, data_roots=data_roots, display_name=display_name)
 
 
 def add_entities(path: str | Path) -> ResolvedRunFile:

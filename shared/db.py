@@ -158,6 +158,13 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def utc(moment: datetime | None) -> datetime | None:
+    """A datetime read back from the database, as UTC: SQLite hands back naive datetimes."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
 def get_engine(url: str | None = None) -> Engine:
     """One engine per URL per process, migrated to the newest schema on first use."""
     if url is None:

@@ -24,3 +24,8 @@ def model_leases(model_key: str) -> str:
 def model_minute(model_key: str, minute: int) -> str:
     """Requests sent to a model in one wall-clock minute."""
     return f"{PREFIX}:limits:{model_key}:minute:{minute}"
+
+
+def api_requests(client: str, minute: int) -> str:
+    """Requests one API token (or anonymous client) made in one wall-clock minute."""
+    return f"{PREFIX}:api:requests:{client}:{minute}"

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         "handing them back to the broker.",
     )
     result_batch_size: int = Field(200, ge=1, description="Sample results committed per transaction.")
+    data_roots: str = Field(
+        "", description="Comma-separated directories of the server whose datasets a run file submitted over HTTP "
+        "may read (s3://, inline rows and registered datasets are always allowed). Empty: none.",
+    )
+    api_rate_limit: int = Field(600, ge=1, description="Requests per minute per API token (or per client "
+                                "without auth); past it the API answers 429.")
     allowed_modules: str = Field(
         "",
         description="Comma-separated modules (and their submodules) from which user task entrypoints and "
@@ -68,6 +74,10 @@ class Settings(BaseSettings):
     @property
     def allowed_module_prefixes(self) -> list[str]:
         return [m.strip() for m in self.allowed_modules.split(",") if m.strip()]
+
+    @property
+    def data_root_paths(self) -> list[Path]:
+        return [Path(p.strip()).expanduser() for p in self.data_roots.split(",") if p.strip()]
 
     @property
     def embedded(self) -> bool:

@@ -40,11 +40,21 @@ class Strict(BaseModel):
 
 class DatasetEntity(Strict):
     key: Key
-    path: str = Field(description="Path relative to the run file, or s3://bucket/key.")
+    path: str | None = Field(None, description="Path relative to the run file, or s3://bucket/key.")
+    rows: list[dict[str, Any]] | None = Field(
+        None, description="The samples themselves, inline (instead of `path`): a list of objects.")
     id_field: str = "id"
     input_field: str = "input"
     target_field: str = "target"
     description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetEntity:
+        if (self.path is None) == (self.rows is None):
+            raise ValueError("set exactly one of `path` and `rows`")
+        if self.rows is not None and not self.rows:
+            raise ValueError("`rows` is empty")
+        return self
 
 
 class Pricing(Strict):
@@ -226,37 +236,40 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_yaml(path: Path) -> Any:
+def load_yaml(path: Path, display_name: str | None = None) -> Any:
+    name = display_name or str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError(str(path), None, "file not found") from None
+        raise SpecError(name, None, "file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(str(path), None, f"cannot read: {exc}") from None
+        raise SpecError(name, None, f"cannot read: {exc}") from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(str(path), None, f"malformed YAML: {where}{problem}") from None
+        raise SpecError(name, None, f"malformed YAML: {where}{problem}") from None
 
 
-def load_run_file(path: str | Path) -> RunFile:
-    """Read and validate a run file; every problem becomes a `SpecError`."""
+def load_run_file(path: str | Path, display_name: str | None = None) -> RunFile:
+    """Read and validate a run file; every problem becomes a `SpecError` (naming the file as
+    `display_name` when given)."""
     path = Path(path)
-    data = load_yaml(path)
+    name = display_name or str(path)
+    data = load_yaml(path, display_name)
     if not isinstance(data, dict):
-        raise SpecError(str(path), None, "a run file is a mapping with an `evaluation` section")
+        raise SpecError(name, None, "a run file is a mapping with an `evaluation` section")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DeprecationWarning)
             run_file = RunFile.model_validate(data)
         for warning in caught:
-            warnings.warn(f"{path}: {warning.message}", DeprecationWarning, stacklevel=2)
+            warnings.warn(f"{name}: {warning.message}", DeprecationWarning, stacklevel=2)
         return run_file
     except ValidationError as exc:
-        raise spec_error_from(exc, str(path), RunFile, data) from None
+        raise spec_error_from(exc, name, RunFile, data) from None
 
 
 def spec_error_from(

@@ -28,9 +28,10 @@ from benchmarks.harness.system import (
     wait_for_quiet,
 )
 
-INSPECT_VENV = WORK / "inspect-venv"
-# The version compared against, pinned so figures from different days compare the same program.
-INSPECT_AI = "inspect-ai==0.3.285"
+# The Inspect AI venv (its pinned version and place) is the tests' too: one module knows both.
+from tests.support.inspect_venv import ensure_inspect_venv
+from tests.support.inspect_venv import inspect_version as inspect_version  # read by benchmarks.run
+
 INSPECT_DRIVER = Path(__file__).with_name("inspect_driver.py")
 
 
@@ -189,33 +190,6 @@ def evalfleet_run(place: Place, run_file: Path, samples: int, *, timeout: float,
 # -- Inspect AI --------------------------------------------------------------------------------------
 
 
-def ensure_inspect_venv(install: bool) -> Path:
-    python = INSPECT_VENV / "bin" / "python"
-    check = [str(python), "-c", "import inspect_ai"]
-    import subprocess
-
-    if python.exists() and subprocess.run(check, capture_output=True, timeout=120).returncode == 0:
-        return python
-    if not install:
-        raise RuntimeError(f"no Inspect AI in {INSPECT_VENV} and --no-inspect-install given")
-    log(f"  installing {INSPECT_AI} into {INSPECT_VENV} (python -m venv + pip; a few minutes)")
-    subprocess.run([sys.executable, "-m", "venv", str(INSPECT_VENV)], check=True, timeout=300)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", INSPECT_AI],
-                   check=True, timeout=1800)
-    return python
-
-
-def inspect_version(install: bool = False) -> str | None:
-    import subprocess
-
-    python = INSPECT_VENV / "bin" / "python"
-    if not python.exists():
-        return None
-    out = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('inspect-ai'))"],
-                         capture_output=True, text=True, timeout=120)
-    return out.stdout.strip() or None
-
-
 def inspect_baseline(ctx: Context) -> Result:
     """Inspect AI on the same 20,000 samples with mockllm/model: the reference of scenarios 1 and 2."""
     if ctx.inspect is not None:
@@ -232,7 +206,7 @@ def inspect_baseline(ctx: Context) -> Result:
     try:
         per_run = 60 + samples / 10  # a floor of 10 samples/s
         deadline = Deadline(ctx.budget(1200 + ctx.repeats * per_run), "Inspect AI reference")
-        python = ensure_inspect_venv(ctx.inspect_install)
+        python = ensure_inspect_venv(ctx.inspect_install, log=lambda message: log(f"  {message}"))
         data = workload.dataset(samples)
         rates = []
         for repeat in range(1, ctx.repeats + 1):
@@ -694,6 +668,7 @@ def _describe(exc: BaseException) -> str:
 
 
 # Scenarios of later features live in modules of their own, named after what they measure.
-from benchmarks.harness import recovery  # noqa: E402 - they build on the definitions above
+from benchmarks.harness import log_tooling, recovery  # noqa: E402 - they build on the definitions above
 
-SCENARIOS.update(recovery.SCENARIOS)
+for _module in (recovery, log_tooling):
+    SCENARIOS.update(_module.SCENARIOS)

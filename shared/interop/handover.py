@@ -129,5 +129,7 @@ def _evaluation(header: LogHeader, log_path: str, long_description: str | None) 
     if spec.model is not None:
         item["model_key"] = spec.model.key
     item.update({"dataset_key": spec.dataset.key, "subsampling": spec.subsampling, "task_result_log_path": log_path})
+    if spec.star_metric is not None:
+        item["star_metric"] = {"metric": spec.star_metric.metric, "success_threshold": spec.star_metric.threshold}
     body["task_specifications"] = [item]
     return body

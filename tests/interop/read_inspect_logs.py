@@ -41,6 +41,7 @@ def describe(path: str) -> dict:
         "total_samples": header.results.total_samples if header.results else None,
         "completed_samples": header.results.completed_samples if header.results else None,
         "error": log.error.message if log.error else None,
+        "headline": header.results.headline.model_dump() if header.results and header.results.headline else None,
         "samples": [{
             "id": s.id, "epoch": s.epoch, "input": content(s.input), "target": s.target,
             "output": s.output.completion, "messages": [m.role for m in s.messages],

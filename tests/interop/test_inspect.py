@@ -40,7 +40,8 @@ RUN_FILE = {
         "key": "interop", "display_name": "Interop", "fail_on_error": False, "tags": ["interop"],
         "task_specifications": [
             {"key": "target", "task_key": "qa", "model_key": "mock$target", "dataset_key": "mini",
-             "task_config": {"prompt_template": "{input} (weight {weight:.1f})", "scorers": ["exact", "includes"]}},
+             "task_config": {"prompt_template": "{input} (weight {weight:.1f})", "scorers": ["exact", "includes"]},
+             "star_metric": {"metric": "exact/accuracy", "success_threshold": 0.5}},
             {"key": "echo", "task_key": "qa", "model_key": "mock$echo", "dataset_key": "mini", "num_samples": 3,
              "task_config": {"scorers": ["includes"]}},
             # One scored sample: its stderr is undefined (null in evalfleet's log).
@@ -84,6 +85,11 @@ def written_by_inspect(inspect_python: Path, tmp_path_factory: pytest.TempPathFa
 def nan_as_text(value: float | None) -> float | str:
     """How read_inspect_logs.py reports NaN; evalfleet's null is NaN for Inspect."""
     return "NaN" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def flat(metrics: dict[str, dict[str, float | None]]) -> dict[str, float | None]:
+    """`{label: {metric: value}}` as `{"label.metric": value}`, which pytest.approx compares."""
+    return {f"{label}.{name}": value for label, values in metrics.items() for name, value in values.items()}
 
 
 def plain(value: Any) -> Any:
@@ -130,6 +136,12 @@ def test_a_failed_sample_and_an_undefined_metric_stay_what_they_are(converted, r
     for fmt in ("eval", "json"):
         assert read_by_inspect["logs"][converted[("single", fmt)]]["metrics"] == {
             "includes": {"accuracy": 0.0, "stderr": "NaN"}}
+
+
+def test_the_star_metric_is_inspects_headline_metric(converted, read_by_inspect):
+    assert read_by_inspect["logs"][converted[("target", "json")]]["headline"] == {
+        "scorer": "exact", "score": "exact", "metric": "accuracy", "reducer": None}
+    assert read_by_inspect["logs"][converted[("echo", "json")]]["headline"] is None
 
 
 def test_inspect_lists_converted_logs_by_their_names(converted, read_by_inspect):
@@ -202,12 +214,12 @@ def test_inspect_written_logs_import_as_handovers_that_run_with_no_model_calls(w
     assert by_id["4"].error.type == "TimeoutError"
     assert by_id["chat"].input[0].model_dump() == {"role": "system", "content": "Answer in one word."}
     inspect_metrics = {IMPORTED_LABELS[name]: metrics for name, metrics in expected["metrics"].items()}
-    assert {label: result.metrics for label, result in log.results.items()} == pytest.approx(inspect_metrics)
+    assert flat({label: result.metrics for label, result in log.results.items()}) == pytest.approx(flat(inspect_metrics))
 
     report = evalfleet_run(run_file, tmp_path)
     [result] = report["task_results"]
     assert (result["status"], result["samples"], result["errors"], result["model_calls"]) == ("success", 4, 1, 0)
-    assert result["metrics"] == pytest.approx(inspect_metrics)
+    assert flat(result["metrics"]) == pytest.approx(flat(inspect_metrics))
 
 
 @pytest.mark.parametrize("fmt", ["eval", "json"])
@@ -218,7 +230,8 @@ def test_round_trip_keeps_ids_inputs_targets_outputs_scores_and_metrics(evalflee
         handovers[key] = import_inspect_log(inspect_log, str(tmp_path / f"handover-{key}"))
         original = read_log(location)
         back = read_log(str(handovers[key].parent / handover_log_path(key)))
-        assert (back.run_id, back.evaluation, back.status) == (original.run_id, original.evaluation, original.status)
+        assert (back.run_id, back.evaluation, back.status, back.star_metric) == (
+            original.run_id, original.evaluation, original.status, original.star_metric)
         assert back.task_specification.model_dump(exclude={"dataset", "num_samples", "task_result_log_path"}) == \
             original.task_specification.model_dump(exclude={"dataset", "num_samples", "task_result_log_path"})
         assert back.sample_ids == original.sample_ids
@@ -270,6 +283,25 @@ def test_bad_input_is_one_log_error_naming_the_file(written_by_inspect, make, pr
     assert str(caught.value).startswith(f"{path}: ")
     assert problem in str(caught.value)
     assert not list(output.rglob("*.yaml")) and not list(output.rglob("*.json")) and not list(output.rglob("*.jsonl"))
+
+
+def test_a_log_on_s3_converts_like_a_local_one(evalfleet_logs, tmp_path, monkeypatch):
+    import boto3
+
+    from shared import storage
+    from tests.support.moto import moto_server, s3_environment
+
+    with moto_server(tmp_path / "moto.log") as endpoint:
+        for name, value in s3_environment(endpoint, tmp_path).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(storage, "_s3_stores", {})  # S3 clients are made once per location
+        boto3.client("s3").create_bucket(Bucket="logs")
+        boto3.client("s3").upload_file(evalfleet_logs["target"], "logs", "interop/target.json")
+        for fmt in ("eval", "json"):
+            remote = convert_to_inspect("s3://logs/interop/target.json", str(tmp_path / "remote"), fmt)
+            local = convert_to_inspect(evalfleet_logs["target"], str(tmp_path / "local"), fmt)
+            assert Path(remote).name == Path(local).name
+            assert Path(remote).read_bytes() == Path(local).read_bytes()
 
 
 def test_converting_a_file_that_is_not_an_evalfleet_log_is_a_log_error(tmp_path):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from shared.log.models import (
     ModelUsage,
     SampleRecord,
     ScorerResult,
+    StarMetricResult,
 )
 from shared.log.models import LogError as LogErrorRecord
 from shared.log.reader import LogError
@@ -86,23 +87,24 @@ class Importer:
         self.path = log.path
         self.inspect = log.header
         self.eval: Document = log.header["eval"]
-        self.origin = _evalfleet_origin(log.header)
-        self.created = parse_time(self.eval.get("created")) or datetime.now(UTC)
+        self.original = _original_spec(log.header)
+        created = parse_time(self.eval["created"])
+        assert created is not None  # checked on opening
         stats = log.header.get("stats") or {}
-        self.started_at = parse_time(stats.get("started_at")) or self.created
+        self.started_at = parse_time(stats.get("started_at")) or created
         self.completed_at = parse_time(stats.get("completed_at"))
-        self.model = self.origin.model if self.origin else model_from_inspect(
+        self.model = self.original.model if self.original else model_from_inspect(
             self.eval["model"], self.eval.get("model_base_url"), self.eval.get("model_generate_config") or {})
         self.scorers: dict[str, tuple[str, Document]] = {}  # Inspect score name -> (evalfleet label, qa scorer)
         known = _inspect_scorers(log.header)
-        if self.origin is None:
+        if self.original is None:
             # A scorer named like the built-in that stands in for it keeps its name; the others
             # take the next free one (`includes-2`).
             known.sort(key=lambda item: qa_scorer_for(*item)["name"] != item[0].rsplit("/", 1)[-1])
         for name, options in known:
             self.label_for(name, options)
-        if self.origin is not None:
-            dataset = self.origin.dataset
+        if self.original is not None:
+            dataset = self.original.dataset
             self.dataset = handover_dataset(output, dataset.key, dataset.id_field, dataset.input_field,
                                             dataset.target_field)
         else:
@@ -119,7 +121,7 @@ class Importer:
         the order of the `qa` config's scorers, where a name used twice becomes `name-2`."""
         if name in self.scorers:
             return self.scorers[name][0]
-        if self.origin is not None:
+        if self.original is not None:
             label, scorer = name, {}
         else:
             scorer = qa_scorer_for(name, options or {})
@@ -129,7 +131,7 @@ class Importer:
         return label
 
     def add(self, raw: Document) -> SampleRecord:
-        record = sample_record(raw, self.count, self.label_for, from_evalfleet=self.origin is not None,
+        record = sample_record(raw, self.count, self.label_for, from_evalfleet=self.original is not None,
                                reserved={self.dataset.id_field, self.dataset.input_field, self.dataset.target_field},
                                default_time=self.started_at)
         self.count += 1
@@ -155,9 +157,9 @@ class Importer:
 
     def spec(self) -> ResolvedTaskSpec:
         """The task specification the handover's run file resolves to."""
-        if self.origin is not None:
-            key = self.origin.key
-            return self.origin.model_copy(update={"dataset": self.dataset, "num_samples": None, "subsampling": "head",
+        if self.original is not None:
+            key = self.original.key
+            return self.original.model_copy(update={"dataset": self.dataset, "num_samples": None, "subsampling": "head",
                                                   "task_result_log_path": handover_log_path(key)})
         key = _key(self.eval["task"])
         scorers = [scorer for _, scorer in self.scorers.values()] or [INCLUDES]
@@ -190,9 +192,9 @@ class Importer:
             error=LogErrorRecord(message=str(error.get("message") or ""), traceback=error.get("traceback") or None)
             if isinstance(error, dict) else None,
             run_id=self.eval.get("run_id") or self.eval.get("eval_id") or short_id(f"run:{self.path.name}"),
-            retry_of=self.origin_metadata.get("retry_of"), evaluation=self._evaluation(),
+            retry_of=self.original_metadata.get("retry_of"), evaluation=self._evaluation(),
             task_specification=self.spec(), sample_count=self.count, samples_errored=self.samples_errored,
-            subsampling="head", results=results,
+            subsampling="head", results=results, star_metric=self._star_metric(results),
             stats=LogStats(started_at=self.started_at, completed_at=completed,
                            duration_s=max((completed - self.started_at).total_seconds(), 0.0),
                            model_calls=self.model_calls, attempts=self.attempts, cache_hits=self.cache_hits,
@@ -200,13 +202,21 @@ class Importer:
             error_summary=summary,
         )
 
+    def _star_metric(self, results: dict[str, ScorerResult]) -> StarMetricResult | None:
+        star = self.original.star_metric if self.original is not None else None
+        if star is None:
+            return None
+        metrics = {label: result.metrics for label, result in results.items()}
+        return StarMetricResult(metric=star.metric, value=star.value(metrics), threshold=star.threshold,
+                                pass_status=star.passes(metrics))
+
     @property
-    def origin_metadata(self) -> Document:
-        return self.eval["metadata"][METADATA_KEY] if self.origin is not None else {}
+    def original_metadata(self) -> Document:
+        return self.eval["metadata"][METADATA_KEY] if self.original is not None else {}
 
     def _metric_names(self, label: str) -> tuple[str, ...]:
         """`qa`'s metrics; for a log from evalfleet, those its results had (that evalfleet computes)."""
-        if self.origin is None:
+        if self.original is None:
             return QA_METRICS
         for score in (self.inspect.get("results") or {}).get("scores") or []:
             if isinstance(score, dict) and score.get("name") == label:
@@ -221,8 +231,8 @@ class Importer:
     def _evaluation(self) -> EvaluationHeader:
         fail_on_error = (self.eval.get("config") or {}).get("fail_on_error")
         tags = [t for t in self.eval.get("tags") or [] if isinstance(t, str)]
-        if self.origin is not None:
-            meta = self.origin_metadata
+        if self.original is not None:
+            meta = self.original_metadata
             return EvaluationHeader(key=meta["evaluation_key"], display_name=meta["evaluation_display_name"],
                                     description=meta.get("evaluation_description"), tags=tags,
                                     cache_policy=meta.get("cache_policy", "reuse"),
@@ -243,7 +253,7 @@ class Importer:
                 f"for it when the samples are scored again: {', '.join(renamed)}.")
 
 
-def _evalfleet_origin(header: Document) -> ResolvedTaskSpec | None:
+def _original_spec(header: Document) -> ResolvedTaskSpec | None:
     """The task specification of a log `convert_to_inspect` wrote, if its scores are still those of
     that specification (no scorer added since)."""
     meta = (header["eval"].get("metadata") or {}).get(METADATA_KEY)

@@ -1,6 +1,7 @@
 """Opening an Inspect log for reading, `.eval` or `.json` (told apart by their content): its header
 (everything but the samples; the list of sample ids is skipped) and its samples as plain JSON
-objects, one at a time. For a `.eval`, one member at a time, whatever its compression; for a
+objects, one at a time. For a `.eval`, one member at a time, whatever its compression (its central
+directory, an index entry per member, is read whole, as Inspect's own reader reads it); for a
 `.json`, incrementally with ijson. Anything unreadable is a `LogError` naming the file."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from shared.interop.inspect.format import (
     START_MEMBER,
     STATUSES,
     Document,
+    parse_time,
 )
 from shared.interop.jsonstream import NonFiniteAsNull, array_items, top_level_fields
 from shared.interop.zipstream import latest_members, open_member, read_member
@@ -76,6 +78,8 @@ def _check_header(path: Path, header: Document) -> None:
     spec = header.get("eval")
     if not isinstance(spec, dict) or not isinstance(spec.get("task"), str) or not isinstance(spec.get("model"), str):
         raise LogError(str(path), "not an Inspect log (no `eval` with a task and a model before the samples)")
+    if parse_time(spec.get("created")) is None:
+        raise LogError(str(path), f"not an Inspect log (`eval.created` is not an ISO-8601 time: {spec.get('created')!r})")
     found = header.get("version", LOG_VERSION)  # Inspect reads a missing version as the current one
     if not isinstance(found, int) or isinstance(found, bool) or found not in READABLE_VERSIONS:
         raise LogError(str(path), f"Inspect log version {found} is not supported "

@@ -156,6 +156,7 @@ class InspectLog:
             "scorer_labels": list(header.results), "log_version": header.version,
             "task_specification": self.spec.model_dump(mode="json"),
             "error_summary": header.error_summary.model_dump(mode="json") if header.error_summary else None,
+            "star_metric": header.star_metric.model_dump(mode="json") if header.star_metric else None,
         }
 
     def plan(self) -> Document:
@@ -197,8 +198,13 @@ class InspectLog:
                 "metrics": {name: {"name": name, "value": math.nan if value is None else value, "params": {}}
                             for name, value in result.metrics.items()},
             })
-        return {"total_samples": header.sample_count,
-                "completed_samples": header.sample_count - header.samples_errored, "scores": scores}
+        results: Document = {"total_samples": header.sample_count,
+                             "completed_samples": header.sample_count - header.samples_errored, "scores": scores}
+        star = self.spec.star_metric
+        if star is not None:
+            # The metric a task result is judged by is what Inspect's viewer shows first.
+            results["headline"] = {"scorer": star.scorer, "score": star.scorer, "metric": star.name}
+        return results
 
     def error(self) -> Document:
         header = self.header
@@ -340,7 +346,11 @@ def _truncate(text: Any) -> Any:
 
 
 def _thin_text(text: str) -> str:
-    return textwrap.shorten(text[:SUMMARY_FIELD_WIDTH * 8], width=SUMMARY_FIELD_WIDTH, placeholder="...")
+    """As Inspect's thin_text: whitespace collapsed, then shortened to the width on a word boundary."""
+    collapsed = " ".join(text[:SUMMARY_FIELD_WIDTH * 8].split())
+    if len(collapsed) <= SUMMARY_FIELD_WIDTH:
+        return collapsed  # what textwrap.shorten returns, without its cost on every short text
+    return textwrap.shorten(collapsed, width=SUMMARY_FIELD_WIDTH, placeholder="...")
 
 
 def _thin_input(value: str | list[Document]) -> str | list[Document]:

@@ -1,0 +1,200 @@
+"""The endpoints, under /v2/gen-ai: each a few lines over the query layer (services.results), the
+submitter and the token library. Handlers are plain functions: FastAPI runs them in its thread
+pool, beside the database's blocking driver."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from services.api import present
+from services.api.auth import ApiProblem, Caller, require
+from services.api.schemas import (
+    STATUS_OF_PHASE,
+    ApiError,
+    CreatedToken,
+    CreateEvaluationRunOutput,
+    CreateToken,
+    EvaluationRunOutput,
+    EvaluationRunResultsOutput,
+    EvaluationRunsOutput,
+    EvaluationRunStatus,
+    PromptOutput,
+    Token,
+    TokensOutput,
+)
+from services.results import list_task_results, sample_at, sample_page, task_result, task_results_of_run
+from shared.errors import EvalfleetError, SpecError
+from shared.settings import get_settings
+
+router = APIRouter(prefix="/v2/gen-ai")
+MAX_PER_PAGE = 1000
+MAX_RUN_FILE_BYTES = 20 * 1024 * 1024
+ERRORS = {status: {"model": ApiError} for status in (400, 401, 403, 404, 422, 429, 500, 503)}
+Page = Annotated[int, Query(ge=1, le=10_000_000, description="Page number, from 1.")]
+PerPage = Annotated[int, Query(ge=1, le=MAX_PER_PAGE, description="Items per page (at most 1,000).")]
+RunUuid = Annotated[str, PathParam(max_length=64, description="The evaluation run's UUID (one task result).")]
+_PHASE_OF_NAME = {**{status.value: phase for phase, status in STATUS_OF_PHASE.items()},
+                  **{phase: phase for phase in STATUS_OF_PHASE}}
+
+
+def _view(uuid: str):  # noqa: ANN202
+    view = task_result(uuid)
+    if view is None:
+        raise ApiProblem(404, "not_found", f"no evaluation run {uuid!r}")
+    return view
+
+
+@router.get("/evaluation_runs", response_model=EvaluationRunsOutput, responses=ERRORS,
+            summary="List evaluation runs, newest first")
+def list_evaluation_runs(request: Request, page: Page = 1, per_page: PerPage = 50,
+                         status: Annotated[str | None, Query(
+                             max_length=64, description="A status (EVALUATION_RUN_SUCCESSFUL) or its short name "
+                             "(successful).")] = None,
+                         evaluation_key: Annotated[str | None, Query(max_length=250)] = None,
+                         _caller: Caller = Depends(require("read"))) -> EvaluationRunsOutput:
+    phase = None
+    if status is not None:
+        phase = _PHASE_OF_NAME.get(status) or _PHASE_OF_NAME.get(status.lower())
+        if phase is None:
+            raise ApiProblem(422, "unprocessable_entity", f"query parameter `status`: unknown status {status!r}; "
+                             f"one of {', '.join(s.value for s in EvaluationRunStatus if s.name != 'UNSPECIFIED')}")
+    views, paging = list_task_results(page, per_page, phase=phase, evaluation_key=evaluation_key)
+    links, meta = present.links(str(request.url_for("list_evaluation_runs")), paging, status=status,
+                                evaluation_key=evaluation_key)
+    return EvaluationRunsOutput(evaluation_runs=[present.evaluation_run(v) for v in views], links=links, meta=meta)
+
+
+@router.get("/evaluation_runs/{evaluation_run_uuid}", response_model=EvaluationRunOutput, responses=ERRORS,
+            summary="Retrieve an evaluation run")
+def get_evaluation_run(evaluation_run_uuid: RunUuid, _caller: Caller = Depends(require("read"))) -> EvaluationRunOutput:
+    return EvaluationRunOutput(evaluation_run=present.evaluation_run(_view(evaluation_run_uuid)))
+
+
+@router.get("/evaluation_runs/{evaluation_run_uuid}/results", response_model=EvaluationRunResultsOutput,
+            responses=ERRORS, summary="Retrieve the results of an evaluation run, a page of prompts at a time")
+def get_evaluation_run_results(request: Request, evaluation_run_uuid: RunUuid, page: Page = 1,
+                               per_page: PerPage = 50,
+                               _caller: Caller = Depends(require("read"))) -> EvaluationRunResultsOutput:
+    view = _view(evaluation_run_uuid)
+    samples, paging = sample_page(view, page, per_page)
+    links, meta = present.links(str(request.url_for("get_evaluation_run_results",
+                                                    evaluation_run_uuid=evaluation_run_uuid)), paging)
+    return EvaluationRunResultsOutput(evaluation_run=present.evaluation_run(view),
+                                      prompts=[present.prompt(s) for s in samples], links=links, meta=meta)
+
+
+@router.get("/evaluation_runs/{evaluation_run_uuid}/results/{prompt_id}", response_model=PromptOutput,
+            responses=ERRORS, summary="Retrieve the results of one prompt (sample) of an evaluation run")
+def get_prompt_results(evaluation_run_uuid: RunUuid,
+                       prompt_id: Annotated[int, PathParam(ge=0, le=2**53, description="The sample's position.")],
+                       _caller: Caller = Depends(require("read"))) -> PromptOutput:
+    view = _view(evaluation_run_uuid)
+    sample = sample_at(view, prompt_id)
+    if sample is None:
+        detail = "no such prompt" if prompt_id >= view.total else "not evaluated yet"
+        raise ApiProblem(404, "not_found", f"prompt {prompt_id} of evaluation run {evaluation_run_uuid}: {detail}")
+    return PromptOutput(prompt=present.prompt(sample))
+
+
+@router.post("/evaluation_runs", response_model=CreateEvaluationRunOutput, responses=ERRORS,
+             summary="Submit a run file (YAML or JSON); one evaluation run per task specification",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/yaml": {"schema": {"type": "string"}},
+                 "application/json": {"schema": {"type": "object"}}}}})
+async def create_evaluation_run(request: Request,
+                                _caller: Caller = Depends(require("submit"))) -> CreateEvaluationRunOutput:
+    raw = await request.body()
+    return await run_in_threadpool(_submit, raw)
+
+
+def _submit(raw: bytes) -> CreateEvaluationRunOutput:
+    """Validated exactly as `evalfleet run` validates a file (one line naming the field, here a
+    422), except that datasets on this machine must be under EVALFLEET_DATA_ROOTS."""
+    from services.submitter import submit_resolved, validate_run_file
+
+    if not raw.strip():
+        raise ApiProblem(400, "bad_request", "the request body is empty: send a run file (YAML or JSON)")
+    if len(raw) > MAX_RUN_FILE_BYTES:
+        raise ApiProblem(400, "bad_request", f"the run file is larger than {MAX_RUN_FILE_BYTES} bytes; put large "
+                         "datasets on S3 and name them by URL")
+    with tempfile.TemporaryDirectory(prefix="evalfleet-api-") as directory:
+        path = Path(directory) / "run.yaml"
+        path.write_bytes(raw)
+        try:
+            resolved = validate_run_file(path, data_roots=get_settings().data_root_paths, display_name="run file")
+        except SpecError as exc:
+            raise ApiProblem(422, "unprocessable_entity", str(exc)) from None
+    try:
+        run_id = submit_resolved(resolved)
+    except EvalfleetError as exc:
+        raise ApiProblem(500, "server_error", str(exc)) from None
+    return CreateEvaluationRunOutput(run_id=run_id, evaluation_run_uuids=[v.uuid for v in task_results_of_run(run_id)])
+
+
+@router.post("/evaluation_runs/{evaluation_run_uuid}/cancel", response_model=EvaluationRunOutput, responses=ERRORS,
+             summary="Cancel the run that holds this evaluation run (all of its task specifications)")
+def cancel_evaluation_run(evaluation_run_uuid: RunUuid,
+                          _caller: Caller = Depends(require("submit"))) -> EvaluationRunOutput:
+    from services.runs import CANCEL_GRACE_S, begin_cancel, cancel_run
+
+    view = _view(evaluation_run_uuid)
+    if view.finished_at is None and begin_cancel(view.run_id):
+        # The rest (the grace period, then the logs) goes on after the answer.
+        threading.Thread(target=cancel_run, args=(view.run_id, CANCEL_GRACE_S), daemon=True,
+                         name="evalfleet-api-cancel").start()
+    return EvaluationRunOutput(evaluation_run=present.evaluation_run(_view(evaluation_run_uuid)))
+
+
+@router.get("/evaluation_runs/{evaluation_run_uuid}/log", responses={**ERRORS, 409: {"model": ApiError},
+                                                                   200: {"content": {"application/json": {}}}},
+            response_class=StreamingResponse, summary="Download the task result log of an evaluation run")
+def download_log(evaluation_run_uuid: RunUuid, _caller: Caller = Depends(require("read"))) -> StreamingResponse:
+    from shared.log.reader import open_log
+
+    view = _view(evaluation_run_uuid)
+    if not view.log_path:
+        raise ApiProblem(409, "conflict", f"evaluation run {evaluation_run_uuid} has no log yet (status "
+                         f"{STATUS_OF_PHASE[view.phase].value})")
+    handle = open_log(view.log_path)
+
+    def chunks():  # noqa: ANN202
+        with handle:
+            while chunk := handle.read(1024 * 1024):
+                yield chunk
+
+    return StreamingResponse(chunks(), media_type="application/json",
+                             headers={"content-disposition": f'attachment; filename="{view.spec.key}.json"'})
+
+
+@router.get("/tokens", response_model=TokensOutput, responses=ERRORS, summary="List the live API tokens")
+def list_api_tokens(_caller: Caller = Depends(require("admin"))) -> TokensOutput:
+    from services.tokens import list_tokens
+
+    return TokensOutput(tokens=[Token.model_validate(t.model_dump()) for t in list_tokens()])
+
+
+@router.post("/tokens", response_model=CreatedToken, responses=ERRORS, summary="Create an API token (shown once)")
+def create_api_token(request_body: CreateToken, _caller: Caller = Depends(require("admin"))) -> CreatedToken:
+    from services.tokens import create_token
+
+    token, info = create_token(request_body.name, request_body.scope)  # type: ignore[arg-type]
+    return CreatedToken(token=token, info=Token.model_validate(info.model_dump()))
+
+
+@router.delete("/tokens/{token_id}", response_model=Token, responses=ERRORS, summary="Revoke an API token")
+def revoke_api_token(token_id: Annotated[int, PathParam(ge=1, le=2**31)],
+                     _caller: Caller = Depends(require("admin"))) -> Token:
+    from services.tokens import revoke_token
+
+    try:
+        return Token.model_validate(revoke_token(token_id).model_dump())
+    except EvalfleetError as exc:
+        raise ApiProblem(404, "not_found", str(exc)) from None

@@ -1,0 +1,210 @@
+"""Reading results: task results (one task specification of one run) and their samples, paged.
+This is the one query layer the HTTP API, the viewer and the CLI share: how a page of samples is
+found, how a status is named, what counts as passing, live in this module only.
+
+Samples are paged by position, which is dense (0..total-1) within a task result: a page is one
+index range scan whatever its depth, never an OFFSET over a sort."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+from sqlalchemy import and_, func, select, true
+
+from shared.db import CANCELLING, get_engine, runs, sample_results, task_results, utc
+from shared.log import ErrorSummary, SampleRecord, StarMetricResult
+from shared.plan import ResolvedEvaluation, ResolvedTaskSpec
+
+# DigitalOcean's names for the states of an evaluation run, in the order a run goes through them.
+Phase = Literal["queued", "running", "evaluating_results", "cancelling", "cancelled", "successful",
+                "partially_successful", "failed"]
+PHASES: tuple[str, ...] = ("queued", "running", "evaluating_results", "cancelling", "cancelled", "successful",
+                           "partially_successful", "failed")
+
+
+def phase_of(status: str, run_status: str, done: int, errors: int) -> Phase:
+    """A task result's state as DigitalOcean names it. `success` with sample errors (within the
+    evaluation's `fail_on_error`) is partially successful."""
+    if status == "cancelled":
+        return "cancelled"
+    if status == "error":
+        return "failed"
+    if status == "success":
+        return "partially_successful" if errors else "successful"
+    if run_status == CANCELLING:
+        return "cancelling"
+    if status == "aggregating":
+        return "evaluating_results"
+    return "running" if done else "queued"
+
+
+def _phase_condition(phase: str):  # noqa: ANN202 - a SQLAlchemy condition
+    t, r = task_results.c, runs.c
+    active = t.status.in_(("running", "aggregating"))
+    return {
+        "queued": and_(t.status == "running", t.done == 0, r.status != CANCELLING),
+        "running": and_(t.status == "running", t.done > 0, r.status != CANCELLING),
+        "evaluating_results": and_(t.status == "aggregating", r.status != CANCELLING),
+        "cancelling": and_(active, r.status == CANCELLING),
+        "cancelled": t.status == "cancelled",
+        "successful": and_(t.status == "success", t.errors == 0),
+        "partially_successful": and_(t.status == "success", t.errors > 0),
+        "failed": t.status == "error",
+    }[phase]
+
+
+class TaskResultView(BaseModel):
+    """Everything about one task result that a reader needs, without its samples."""
+
+    id: int
+    uuid: str
+    run_id: str
+    run_status: str
+    position: int
+    spec: ResolvedTaskSpec
+    evaluation_key: str
+    evaluation_display_name: str
+    evaluation_description: str | None
+    tags: list[str]
+    status: str
+    phase: Phase
+    total: int
+    done: int
+    errors: int
+    model_calls: int
+    attempts: int
+    cache_hits: int
+    metrics: dict[str, dict[str, float | None]]
+    error: str | None
+    error_summary: ErrorSummary | None
+    star_metric: StarMetricResult | None
+    log_path: str | None
+    queued_at: datetime
+    started_at: datetime
+    finished_at: datetime | None
+    retry_of: str | None
+
+    @property
+    def pass_status(self) -> bool | None:
+        return None if self.star_metric is None else self.star_metric.pass_status
+
+    @property
+    def error_description(self) -> str | None:
+        """One line on why it failed: its own error, else its most frequent sample error."""
+        if self.error:
+            return self.error.splitlines()[0]
+        if self.error_summary and self.error_summary.most_frequent:
+            top = self.error_summary.most_frequent[0]
+            return f"{self.errors} of {self.total} samples failed; most often ({top.count}x) {top.type}: {top.message}"
+        return None
+
+
+def _view(row) -> TaskResultView:  # noqa: ANN001 - a row of _SELECT
+    from services.aggregator import star_metric_result
+
+    spec = ResolvedTaskSpec.model_validate_json(row.plan)
+    evaluation = ResolvedEvaluation.model_validate_json(row.run_plan)
+    metrics = json.loads(row.metrics) if row.metrics else {}
+    final = row.status in ("success", "error", "cancelled")
+    return TaskResultView(
+        id=row.id, uuid=row.uuid, run_id=row.run_id, run_status=row.run_status, position=row.position, spec=spec,
+        evaluation_key=evaluation.key, evaluation_display_name=evaluation.display_name,
+        evaluation_description=evaluation.description, tags=evaluation.tags, status=row.status,
+        phase=phase_of(row.status, row.run_status, row.done, row.errors), total=row.total, done=row.done,
+        errors=row.errors, model_calls=row.model_calls, attempts=row.attempts, cache_hits=row.cache_hits,
+        metrics=metrics, error=row.error,
+        error_summary=ErrorSummary.model_validate_json(row.error_summary) if row.error_summary else None,
+        star_metric=star_metric_result(spec, metrics) if final else None, log_path=row.log_path,
+        queued_at=utc(row.created_at), started_at=utc(row.started_at), finished_at=utc(row.completed_at),
+        retry_of=row.retry_of,
+    )
+
+
+_SELECT = (select(task_results, runs.c.status.label("run_status"), runs.c.plan.label("run_plan"), runs.c.created_at,
+                  runs.c.retry_of)
+           .join(runs, runs.c.id == task_results.c.run_id))
+
+
+def task_result(uuid: str) -> TaskResultView | None:
+    with get_engine().connect() as connection:
+        row = connection.execute(_SELECT.where(task_results.c.uuid == uuid)).one_or_none()
+    return None if row is None else _view(row)
+
+
+def task_results_of_run(run_id: str) -> list[TaskResultView]:
+    with get_engine().connect() as connection:
+        rows = connection.execute(_SELECT.where(task_results.c.run_id == run_id)
+                                  .order_by(task_results.c.position)).all()
+    return [_view(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class Paging:
+    """Page numbers from 1; `pages` is at least 1 (an empty set has one empty page)."""
+
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.per_page))
+
+    @property
+    def first_index(self) -> int:
+        return (self.page - 1) * self.per_page
+
+
+def list_task_results(page: int, per_page: int, *, phase: str | None = None, evaluation_key: str | None = None,
+                      run_id: str | None = None, model_key: str | None = None,
+                      tag: str | None = None) -> tuple[list[TaskResultView], Paging]:
+    """Task results, newest first."""
+    conditions = []
+    if phase is not None:
+        conditions.append(_phase_condition(phase))
+    if evaluation_key is not None:
+        conditions.append(runs.c.evaluation_key == evaluation_key)
+    if run_id is not None:
+        conditions.append(task_results.c.run_id == run_id)
+    if model_key is not None:
+        conditions.append(task_results.c.model_key == model_key)
+    if tag is not None:
+        conditions.append(runs.c.tags.like(f"%,{tag},%"))
+    where = and_(*conditions) if conditions else true()
+    with get_engine().connect() as connection:
+        total = connection.execute(select(func.count()).select_from(
+            task_results.join(runs, runs.c.id == task_results.c.run_id)).where(where)).scalar_one()
+        paging = Paging(page, per_page, total)
+        rows = connection.execute(_SELECT.where(where).order_by(runs.c.created_at.desc(), task_results.c.id.desc())
+                                  .limit(per_page).offset(paging.first_index)).all()
+    return [_view(row) for row in rows], paging
+
+
+def sample_page(view: TaskResultView, page: int, per_page: int) -> tuple[list[SampleRecord], Paging]:
+    """Samples at positions [(page-1)*per_page, page*per_page) of a task result: one range scan of
+    the (task_result_id, position) index at any depth. Positions not recorded yet are absent."""
+    paging = Paging(page, per_page, view.total)
+    start = paging.first_index
+    sr = sample_results.c
+    with get_engine().connect() as connection:
+        bodies = connection.execute(select(sr.body).where(
+            sr.task_result_id == view.id, sr.position >= start, sr.position < start + per_page,
+        ).order_by(sr.position)).scalars().all()
+    return [SampleRecord.model_validate_json(body) for body in bodies], paging
+
+
+def sample_at(view: TaskResultView, position: int) -> SampleRecord | None:
+    sr = sample_results.c
+    with get_engine().connect() as connection:
+        body = connection.execute(select(sr.body).where(sr.task_result_id == view.id, sr.position == position)
+                                  ).scalar_one_or_none()
+    return None if body is None else SampleRecord.model_validate_json(body)
+
+
+__all__ = ["PHASES", "Paging", "TaskResultView", "list_task_results", "phase_of", "sample_at", "sample_page",
+           "task_result", "task_results_of_run"]
