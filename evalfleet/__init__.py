@@ -19,7 +19,15 @@ from shared.log.models import (
     ScorerResult,
     TaskResultLog,
 )
-from shared.log.reader import LogError, LogSummary, iter_samples, list_logs, read_log, read_log_header, retryable
+from shared.log.reader import (
+    LogError,
+    LogSummary,
+    iter_samples,
+    list_logs,
+    read_log,
+    read_log_header,
+    retryable,
+)
 from shared.log.writer import write_log
 
 __all__ = [
