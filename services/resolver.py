@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -58,13 +58,15 @@ class ResolvedRunFile:
     run_file: RunFile
     evaluation: ResolvedEvaluation
     specs: list[ResolvedSpec]
+    # Where each dataset defined in the file was found (relative paths resolved, inline rows written).
+    dataset_paths: dict[str, str] = field(default_factory=dict)
 
     def entities_to_register(self) -> list[tuple[str, object]]:
         base = self.path.parent
         found: list[tuple[str, object]] = []
         for dataset in self.run_file.datasets:
-            found.append(("dataset", dataset.model_copy(update={"path": dataset_location(dataset, base),
-                                                                 "rows": None})))
+            location = self.dataset_paths.get(dataset.key) or dataset_location(dataset, base)
+            found.append(("dataset", dataset.model_copy(update={"path": location, "rows": None})))
         found += [("model", model) for model in self.run_file.models]
         found += [("task", task) for task in self.run_file.tasks]
         return found
@@ -121,7 +123,8 @@ def resolve_run_file(path: str | Path, lookup: EntityLookup, *, data_roots: list
         source_file=str(path),
         task_specifications=[s.spec for s in specs],
     )
-    return ResolvedRunFile(path=path, run_file=run_file, evaluation=resolved, specs=specs)
+    return ResolvedRunFile(path=path, run_file=run_file, evaluation=resolved, specs=specs,
+                           dataset_paths=resolver.dataset_paths)
 
 
 class _Resolver:
@@ -132,6 +135,7 @@ class _Resolver:
         self.run_file = run_file
         self.lookup = lookup
         self.data_roots = None if data_roots is None else [root.resolve() for root in data_roots]
+        self.dataset_paths: dict[str, str] = {}
 
     def _field(self, index: int, name: str) -> str:
         spec = self.run_file.evaluation.task_specifications[index]
@@ -265,14 +269,17 @@ class _Resolver:
                             f"unknown dataset {key!r}: not defined in `datasets` and not registered")
         assert isinstance(entity, DatasetEntity)
         in_file = any(d.key == key for d in self.run_file.datasets)
-        path = dataset_location(entity, self.base) if in_file else entity.path
+        path = dataset_location(entity, self._base_for(entity)) if in_file else entity.path
+        if in_file:
+            self.dataset_paths[key] = path
         if in_file and entity.rows is None:
             position = next(i for i, d in enumerate(self.run_file.datasets) if d.key == key)
             field = f"datasets[{position}:{key}].path"
             if self.data_roots is not None and not path.startswith("s3://") and not any(
                     Path(path).is_relative_to(root) for root in self.data_roots):
                 raise SpecError(self.file, field, f"{entity.path!r}: a path on this server must be under "
-                                "EVALFLEET_DATA_ROOTS; use an s3:// URL, inline `rows`, or a registered dataset")
+                                "EVALFLEET_DATA_ROOTS (relative paths are relative to them); use an s3:// URL, inline "
+                                "`rows`, or a registered dataset")
             try:
                 dataset_format(path)
             except SpecError as exc:
@@ -281,6 +288,14 @@ class _Resolver:
                 raise SpecError(self.file, field, f"dataset file not found: {path}")
         return ResolvedDataset(key=key, path=path, id_field=entity.id_field, input_field=entity.input_field,
                                target_field=entity.target_field)
+
+    def _base_for(self, entity: DatasetEntity) -> Path:
+        """What a relative dataset path is relative to: the run file's directory, or for a run file
+        sent to the server, the first data root that holds the file."""
+        if self.data_roots is None or entity.path is None or Path(entity.path).is_absolute():
+            return self.base
+        return next((root for root in self.data_roots if (root / entity.path).is_file()),
+                    self.data_roots[0] if self.data_roots else self.base)
 
     def _entity(self, kind: str, key: str, in_file: list) -> object | None:
         for entity in in_file:
