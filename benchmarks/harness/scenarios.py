@@ -668,7 +668,7 @@ def _describe(exc: BaseException) -> str:
 
 
 # Scenarios of later features live in modules of their own, named after what they measure.
-from benchmarks.harness import log_tooling, recovery  # noqa: E402 - they build on the definitions above
+from benchmarks.harness import api_paging, log_tooling, recovery  # noqa: E402 - they build on the definitions above
 
-for _module in (recovery, log_tooling):
+for _module in (recovery, log_tooling, api_paging):
     SCENARIOS.update(_module.SCENARIOS)
