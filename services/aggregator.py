@@ -95,7 +95,8 @@ class _Folder:
         self.model_calls += record.model_calls
         self.attempts += record.attempts
         self.cache_hits += record.cached
-        if record.usage is not None:
+        # Tokens (and so cost) count what this run paid for: not outputs served from the cache.
+        if record.usage is not None and not record.cached:
             self.input_tokens += record.usage.input_tokens
             self.output_tokens += record.usage.output_tokens
         if record.error is not None:

@@ -35,6 +35,7 @@ from shared.spec import (
     RunFile,
     StarMetric,
     TaskEntity,
+    TaskSpecification,
     did_you_mean,
     load_run_file,
     spec_error_from,
@@ -111,7 +112,8 @@ def resolve_run_file(path: str | Path, lookup: EntityLookup, *, data_roots: list
     run_file = load_run_file(path, display_name=display_name)
     resolver = _Resolver(path, run_file, lookup, data_roots=data_roots, display_name=display_name)
     evaluation = run_file.evaluation
-    specs = [resolver.task_specification(i) for i in range(len(evaluation.task_specifications))]
+    specs = [resolver.task_specification(i, one) for i, listed in enumerate(evaluation.task_specifications)
+             for one in listed.for_each_model()]
     resolved = ResolvedEvaluation(
         key=evaluation.key,
         display_name=evaluation.display_name,
@@ -142,8 +144,8 @@ class _Resolver:
         label = f"{index}:{spec.key}" if spec.key else str(index)
         return f"evaluation.task_specifications[{label}].{name}"
 
-    def task_specification(self, index: int) -> ResolvedSpec:
-        spec = self.run_file.evaluation.task_specifications[index]
+    def task_specification(self, index: int, spec: TaskSpecification) -> ResolvedSpec:
+        """The specification at `index` of the file (or, for `model_keys`, one model of it)."""
         evaluation = self.run_file.evaluation
         task, cls = self.task(spec.task_key, spec.task_config, index)
         model = None

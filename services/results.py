@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import and_, func, select, true
 
 from shared.db import CANCELLING, get_engine, runs, sample_results, task_results, utc
+from shared.errors import RunNotFound, SpecError
 from shared.log import ErrorSummary, SampleRecord, StarMetricResult
 from shared.plan import ResolvedEvaluation, ResolvedTaskSpec
 
@@ -206,5 +208,50 @@ def sample_at(view: TaskResultView, position: int) -> SampleRecord | None:
     return None if body is None else SampleRecord.model_validate_json(body)
 
 
-__all__ = ["PHASES", "Paging", "TaskResultView", "list_task_results", "phase_of", "sample_at", "sample_page",
-           "task_result", "task_results_of_run"]
+
+
+STREAM_BATCH = 1000
+
+
+def iter_samples_of(view: TaskResultView) -> Iterator[SampleRecord]:
+    """Every recorded sample of a task result, in position order, streamed in batches."""
+    sr = sample_results.c
+    with get_engine().connect() as connection:
+        result = connection.execution_options(yield_per=STREAM_BATCH).execute(
+            select(sr.body).where(sr.task_result_id == view.id).order_by(sr.position))
+        for (body,) in result:
+            yield SampleRecord.model_validate_json(body)
+
+
+def run_views(run_id: str) -> list[TaskResultView]:
+    """The task results of a run; RunNotFound when there is none."""
+    views = task_results_of_run(run_id)
+    if not views:
+        raise RunNotFound(run_id)
+    return views
+
+
+MIN_PREFIX = 6
+
+
+class AmbiguousRunId(SpecError):
+    def __init__(self, prefix: str, candidates: list[str]):
+        super().__init__(None, None, f"run id {prefix!r} is ambiguous: it starts {len(candidates)} runs ("
+                         + ", ".join(candidates[:10]) + (", ..." if len(candidates) > 10 else "") + ")")
+
+
+def resolve_run_id(prefix: str) -> str:
+    """A full run id from any unique prefix of at least MIN_PREFIX characters (or the id itself)."""
+    prefix = prefix.strip()
+    with get_engine().connect() as connection:
+        if connection.execute(select(runs.c.id).where(runs.c.id == prefix)).scalar_one_or_none():
+            return prefix
+        if len(prefix) < MIN_PREFIX or not all(c in "0123456789abcdef" for c in prefix):
+            raise RunNotFound(prefix)
+        found = connection.execute(select(runs.c.id).where(runs.c.id.like(f"{prefix}%"))
+                                   .order_by(runs.c.created_at.desc()).limit(11)).scalars().all()
+    if not found:
+        raise RunNotFound(prefix)
+    if len(found) > 1:
+        raise AmbiguousRunId(prefix, list(found))
+    return found[0]

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -109,6 +110,13 @@ sample_results = Table(
     # A failed sample's error, for summaries by type and message without reading the bodies.
     Column("error_type", String(100), nullable=True),
     Column("error_message", String(300), nullable=True),
+    # Typed copies of what summaries, charts and the viewer sort and filter by. `score` is the
+    # primary scorer's value (the star metric's scorer, else the task's first).
+    Column("score", Float, nullable=True),
+    Column("latency_ms", Float, nullable=True),
+    Column("input_tokens", Integer, nullable=True),
+    Column("output_tokens", Integer, nullable=True),
+    Column("cached", Boolean, nullable=True),
     Column("body", Text, nullable=False),
     UniqueConstraint("task_result_id", "sample_id", name="uq_sample_results_sample"),
     Index("ix_sample_results_position", "task_result_id", "position"),

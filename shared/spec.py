@@ -127,16 +127,40 @@ class TaskSpecification(Strict):
     task_key: Key
     task_config: dict[str, Any] = Field(default_factory=dict)
     model_key: Annotated[str, StringConstraints(pattern=MODEL_REF_PATTERN, max_length=250)] | None = None
+    model_keys: list[Annotated[str, StringConstraints(pattern=MODEL_REF_PATTERN, max_length=250)]] | None = Field(
+        None, min_length=1, description="Several models: one task specification per model, keyed "
+        "`<key>-<model key>` (a benchmark).")
     dataset_key: Key | None = None
     num_samples: PositiveInt | None = None
     subsampling: Subsampling | None = None
     task_result_log_path: str | None = None
     star_metric: StarMetric | None = Field(None, description="Overrides the evaluation's star metric.")
 
+    @model_validator(mode="after")
+    def _one_model_field(self) -> TaskSpecification:
+        if self.model_key is not None and self.model_keys is not None:
+            raise ValueError("set `model_key` or `model_keys`, not both")
+        if self.model_keys is not None and len(set(self.model_keys)) != len(self.model_keys):
+            raise ValueError("`model_keys` names a model twice")
+        return self
+
     @property
     def derived_key(self) -> str:
         parts = [self.task_key, self.model_key, self.dataset_key]
         return "__".join(re.sub(r"[^a-zA-Z0-9_\-]", "-", p) for p in parts if p)[:250]
+
+    def for_each_model(self) -> list[TaskSpecification]:
+        """`model_keys` as one specification per model (this one alone otherwise)."""
+        if self.model_keys is None:
+            return [self]
+        out = []
+        for model_key in self.model_keys:
+            base = self.key or "__".join(p for p in (self.task_key, self.dataset_key) if p)
+            key = f"{base}-{re.sub(r'[^a-zA-Z0-9_-]', '-', model_key)}"[:250]
+            display = f"{self.display_name or base} ({model_key})"
+            out.append(self.model_copy(update={"model_key": model_key, "model_keys": None, "key": key,
+                                               "display_name": display}))
+        return out
 
 
 class EvaluationSpec(Strict):
@@ -185,7 +209,7 @@ class EvaluationSpec(Strict):
     @classmethod
     def _unique_keys(cls, specs: list[TaskSpecification]) -> list[TaskSpecification]:
         seen: set[str] = set()
-        for spec in specs:
+        for spec in (one for listed in specs for one in listed.for_each_model()):
             key = spec.key or spec.derived_key
             if key in seen:
                 hint = "" if spec.key else " (derived from task, model and dataset: set `key`)"

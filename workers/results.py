@@ -75,11 +75,51 @@ def _statements_for(engine: Engine) -> _Statements:
     return statements
 
 
+_primary_labels: dict[int, str | None] = {}
+
+
+def primary_label(connection, task_result_id: int) -> str | None:  # noqa: ANN001
+    """The scorer whose value is a sample's `score` column: the star metric's, else the task's
+    first. Read once per task result per process."""
+    if task_result_id not in _primary_labels:
+        from sqlalchemy import select
+
+        from shared.plan import ResolvedTaskSpec
+        from workers.tasks import load_task
+
+        plan = connection.execute(select(task_results.c.plan).where(task_results.c.id == task_result_id)).scalar()
+        label = None
+        if plan is not None:
+            spec = ResolvedTaskSpec.model_validate_json(plan)
+            if spec.star_metric is not None:
+                label = spec.star_metric.scorer
+            else:
+                try:
+                    label = next(iter(load_task(spec.task, spec.dataset).metrics()), None)
+                except Exception:  # noqa: BLE001 - a task not importable here: no primary score
+                    label = None
+        if len(_primary_labels) > 4096:
+            _primary_labels.clear()
+        _primary_labels[task_result_id] = label
+    return _primary_labels[task_result_id]
+
+
+def _score(record: SampleRecord, label: str | None) -> float | None:
+    score = record.scores.get(label) if label else None
+    return None if score is None else score.value
+
+
 def record_results(engine: Engine, batch: list[PendingResult]) -> list[int]:
     """Store a batch in one transaction; returns the task results whose aggregation it claimed."""
     statements = _statements_for(engine)
     # A stable order keeps two workers from locking the same rows in opposite orders.
     batch = sorted(batch, key=lambda p: (p.task_result_id, p.record.id))
+    unknown = {p.task_result_id for p in batch} - _primary_labels.keys()
+    if unknown:
+        with engine.connect() as connection:
+            for task_result_id in unknown:
+                primary_label(connection, task_result_id)
+    labels = {p.task_result_id: _primary_labels.get(p.task_result_id) for p in batch}
     rows = [
         {
             "task_result_id": p.task_result_id,
@@ -89,6 +129,11 @@ def record_results(engine: Engine, batch: list[PendingResult]) -> list[int]:
             "group_key": p.group_key,
             "error_type": _column_text(p.record.error.type, 100) if p.record.error else None,
             "error_message": _column_text(p.record.error.message, 300) if p.record.error else None,
+            "score": _score(p.record, labels[p.task_result_id]),
+            "latency_ms": p.record.latency_ms,
+            "input_tokens": p.record.usage.input_tokens if p.record.usage else None,
+            "output_tokens": p.record.usage.output_tokens if p.record.usage else None,
+            "cached": p.record.cached,
             "body": p.record.model_dump_json(),
         }
         for p in batch

@@ -668,7 +668,12 @@ def _describe(exc: BaseException) -> str:
 
 
 # Scenarios of later features live in modules of their own, named after what they measure.
-from benchmarks.harness import api_paging, log_tooling, recovery  # noqa: E402 - they build on the definitions above
+from benchmarks.harness import (  # noqa: E402 - they build on the definitions above
+    api_paging,
+    log_tooling,
+    parquet_export,
+    recovery,
+)
 
-for _module in (recovery, log_tooling, api_paging):
+for _module in (recovery, log_tooling, api_paging, parquet_export):
     SCENARIOS.update(_module.SCENARIOS)

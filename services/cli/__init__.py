@@ -11,7 +11,7 @@ import warnings
 
 import click
 
-from services.cli import entities, logs, maintenance, runs, serve, worker
+from services.cli import analysis, entities, logs, maintenance, runs, serve, worker
 from services.cli.common import err
 from shared.outages import is_outage
 
@@ -55,6 +55,6 @@ def main() -> None:
     warnings.showwarning = lambda message, *a, **k: err.print(f"[yellow]warning:[/] {message}")
 
 
-for module in (runs, logs, entities, serve, worker, maintenance):
+for module in (runs, logs, analysis, entities, serve, worker, maintenance):
     for command in module.COMMANDS:
         main.add_command(command)

@@ -32,6 +32,33 @@ def export_eval(run_id: str, output: str, link_logs: bool, **options: str | None
     click.echo(str(path))
 
 
+@export.command(name="parquet")
+@click.option("--run", "run_id", help="Only this run (an id or a unique prefix).")
+@click.option("--evaluation", help="Only the runs of this evaluation key.")
+@click.option("--all", "everything", is_flag=True, help="Every run.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory to write into.")
+@click.option("--json", "as_json", is_flag=True, help="Print the row counts as JSON.")
+@settings_options
+def export_parquet_command(run_id: str | None, evaluation: str | None, everything: bool, output: str, as_json: bool,
+                           **options: str | None) -> None:
+    """Write Parquet tables (runs, task_results, samples, scores) for SQL tools, streamed in bounded
+    memory. `evalfleet query` reads them too (--parquet DIR)."""
+    from services.analysis.tables import export_parquet
+    from services.results import resolve_run_id
+
+    apply_settings(**options)
+    if sum(bool(x) for x in (run_id, evaluation, everything)) != 1:
+        raise BadInput("choose exactly one of --run RUN_ID, --evaluation KEY and --all")
+    try:
+        counts = export_parquet(output, run_id=resolve_run_id(run_id) if run_id else None, evaluation=evaluation)
+    except EvalfleetError as exc:
+        fail(exc)
+    if as_json:
+        click.echo(json.dumps(counts))
+        return
+    say(f"wrote {output}: " + ", ".join(f"{name} {count} rows" for name, count in counts.items()))
+
+
 @click.group()
 def store() -> None:
     """Maintain the result store (cached model outputs and scores)."""

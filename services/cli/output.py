@@ -102,6 +102,17 @@ def print_report(report: RunReport, console: Console | None = None) -> None:
         console.print(line, soft_wrap=True, highlight=False, markup=False, style="red")
 
 
+def show_benchmarks(run_id: str) -> None:
+    from services.analysis.benchmark import benchmark_documents, groups
+    from services.cli.analysis import print_benchmark
+    from services.results import task_results_of_run
+
+    if not any(len({v.spec.model.key for v in group}) > 1 for group in groups(task_results_of_run(run_id)).values()):
+        return
+    for document in benchmark_documents(run_id):
+        print_benchmark(document)
+
+
 def failure_lines(report: RunReport) -> list[str]:
     """Why task results failed, in a line or two each: every sample failing shows its first error."""
     lines = []
@@ -124,9 +135,12 @@ def failure_lines(report: RunReport) -> list[str]:
 
 
 def finish(report: RunReport, as_json: bool, exit_code: int | None = None) -> None:
-    """Print a finished run (table or JSON) and exit: 0 success, 1 error or cancelled."""
+    """Print a finished run (table or JSON) and exit: 0 success, 1 error or cancelled. On a
+    terminal, a run that compared models on one task also gets the comparison."""
     if as_json:
         print(report_json(report))
     else:
         print_report(report)
+        if Console().is_terminal:
+            show_benchmarks(report.run_id)
     sys.exit(exit_code if exit_code is not None else EXIT_OK if report.status == "success" else EXIT_FAILED)
