@@ -9,11 +9,13 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from services.overrides import Overrides
 from services.registry import EntityLookup
 from services.upload import load_uploaded_log, resolve_log_location
 from shared.entrypoints import load_entrypoint
@@ -27,7 +29,7 @@ from shared.plan import (
     ResolvedTask,
     ResolvedTaskSpec,
 )
-from shared.samples import MissingSampleField, Selection, dataset_format, select_samples
+from shared.samples import MissingSampleField, Selection, dataset_format, iter_rows, select_samples
 from shared.settings import get_settings
 from shared.spec import (
     DatasetEntity,
@@ -57,7 +59,7 @@ class ResolvedSpec:
 class ResolvedRunFile:
     path: Path
     run_file: RunFile
-    evaluation: ResolvedEvaluation
+    evaluation: ResolvedEvaluation | None
     specs: list[ResolvedSpec]
     # Where each dataset defined in the file was found (relative paths resolved, inline rows written).
     dataset_paths: dict[str, str] = field(default_factory=dict)
@@ -103,14 +105,18 @@ def dataset_location(dataset: DatasetEntity, base: Path) -> str:
 
 
 def resolve_run_file(path: str | Path, lookup: EntityLookup, *, data_roots: list[Path] | None = None,
-                     display_name: str | None = None) -> ResolvedRunFile:
+                     display_name: str | None = None, known: KnownKeys | None = None,
+                     overrides: Overrides | None = None) -> ResolvedRunFile:
     """Resolve and validate a run file. `data_roots`: for run files from elsewhere (the HTTP API),
     the only directories of this machine its datasets may be read from (s3:// URLs, inline rows
     and registered datasets are always allowed); None allows any path. `display_name`: how errors
-    name the file."""
+    name the file. `known(kind)`: registered keys, for "did you mean". `overrides`: command-line
+    changes applied to the file before it is resolved (services.overrides)."""
     path = Path(path).resolve()
     run_file = load_run_file(path, display_name=display_name)
-    resolver = _Resolver(path, run_file, lookup, data_roots=data_roots, display_name=display_name)
+    if overrides is not None:
+        run_file = overrides.apply(run_file, display_name or str(path))
+    resolver = _Resolver(path, run_file, lookup, data_roots=data_roots, display_name=display_name, known=known)
     evaluation = run_file.evaluation
     specs = [resolver.task_specification(i, one) for i, listed in enumerate(evaluation.task_specifications)
              for one in listed.for_each_model()]
@@ -125,13 +131,44 @@ def resolve_run_file(path: str | Path, lookup: EntityLookup, *, data_roots: list
         source_file=str(path),
         task_specifications=[s.spec for s in specs],
     )
+    if overrides is not None:
+        specs = overrides.apply_resolved(specs)
+        resolved = resolved.model_copy(update={"task_specifications": [s.spec for s in specs]})
     return ResolvedRunFile(path=path, run_file=run_file, evaluation=resolved, specs=specs,
                            dataset_paths=resolver.dataset_paths)
 
 
+def resolve_entities(path: str | Path, lookup: EntityLookup, known: KnownKeys | None = None) -> ResolvedRunFile | RunFile:
+    """What `evalfleet add` checks in a file that may hold entities alone: each dataset readable,
+    each model and task well formed, each task's dataset known; with an evaluation, all of it."""
+    path = Path(path).resolve()
+    run_file = load_run_file(path, needs_evaluation=False)
+    if run_file.evaluation is not None:
+        return resolve_run_file(path, lookup, known=known)
+    resolver = _Resolver(path, run_file, lookup, known=known)
+    for position, dataset in enumerate(run_file.datasets):
+        resolved = resolver.dataset(dataset.key, None, field=f"datasets[{position}:{dataset.key}]")
+        try:
+            next(iter_rows(resolved.path), None)
+        except SpecError as exc:
+            raise SpecError(resolver.file, f"datasets[{position}:{dataset.key}].path", exc.message) from None
+    for position, model in enumerate(run_file.models):
+        resolver.model(model.key, None, field=f"models[{position}:{model.key}]")
+    for position, task in enumerate(run_file.tasks):
+        field = f"tasks[{position}:{task.key}]"
+        resolver.task(task.key, {}, None, field=field)
+        if task.dataset_key is not None:
+            resolver.dataset(task.dataset_key, None, field=f"{field}.dataset_key")
+    return run_file
+
+
+KnownKeys = Callable[[str], list[str]]
+
+
 class _Resolver:
     def __init__(self, path: Path, run_file: RunFile, lookup: EntityLookup, *, data_roots: list[Path] | None = None,
-                 display_name: str | None = None):
+                 display_name: str | None = None, known: KnownKeys | None = None):
+        self.known = known or (lambda kind: [])
         self.file = display_name or str(path)
         self.base = path.parent
         self.run_file = run_file
@@ -139,24 +176,33 @@ class _Resolver:
         self.data_roots = None if data_roots is None else [root.resolve() for root in data_roots]
         self.dataset_paths: dict[str, str] = {}
 
-    def _field(self, index: int, name: str) -> str:
+    def _field(self, index: int | None, name: str) -> str:
+        if index is None:
+            return name
         spec = self.run_file.evaluation.task_specifications[index]
         label = f"{index}:{spec.key}" if spec.key else str(index)
         return f"evaluation.task_specifications[{label}].{name}"
+
+    def _candidates(self, kind: str, in_file: list, extra: tuple[str, ...] = ()) -> list[str]:
+        return [e.key for e in in_file] + self.known(kind) + list(extra)
 
     def task_specification(self, index: int, spec: TaskSpecification) -> ResolvedSpec:
         """The specification at `index` of the file (or, for `model_keys`, one model of it)."""
         evaluation = self.run_file.evaluation
         task, cls = self.task(spec.task_key, spec.task_config, index)
         model = None
+        model_field = "model_keys" if evaluation.task_specifications[index].model_keys else "model_key"
         if cls.needs_model:
             if spec.model_key is None:
                 raise SpecError(self.file, self._field(index, "model_key"),
                                 f"task {spec.task_key!r} needs a model and none is given")
-            model = self.model(spec.model_key, index)
-        if spec.dataset_key is None:
-            raise SpecError(self.file, self._field(index, "dataset_key"), "a task specification needs a dataset")
-        dataset = self.dataset(spec.dataset_key, index)
+            model = self.model(spec.model_key, index, field=self._field(index, model_field))
+        dataset_key = spec.dataset_key or self._task_dataset(spec.task_key)
+        if dataset_key is None:
+            raise SpecError(self.file, self._field(index, "dataset_key"), "a task specification needs a dataset: set "
+                            "`dataset_key`, or give the task entity one")
+        dataset = self.dataset(dataset_key, index,
+                               field=self._field(index, "dataset_key" if spec.dataset_key else "task_key"))
         num_samples = spec.num_samples if spec.num_samples is not None else evaluation.num_samples
         subsampling = spec.subsampling or evaluation.subsampling
         star = self.star_metric(spec.star_metric or evaluation.star_metric, cls, task, index,
@@ -186,42 +232,51 @@ class _Resolver:
                                          needs_target=selected.needs_target, file=self.file, field=field)
         return replace(selected, uploaded_log=uploaded)
 
-    def task(self, key: str, config: dict, index: int) -> tuple[ResolvedTask, type[Task]]:
+    def _task_dataset(self, key: str) -> str | None:
+        entity = self._entity("task", key, self.run_file.tasks)
+        return entity.dataset_key if isinstance(entity, TaskEntity) else None
+
+    def task(self, key: str, config: dict, index: int | None, *, field: str | None = None
+             ) -> tuple[ResolvedTask, type[Task]]:
+        field = field or self._field(index, "task_key")
         entity = self._entity("task", key, self.run_file.tasks)
         if entity is None:
             if key not in BUILTIN_TASKS:
-                raise SpecError(self.file, self._field(index, "task_key"),
-                                f"unknown task {key!r}: not defined in `tasks`, not registered, and not "
-                                f"built in ({', '.join(BUILTIN_TASKS)})")
+                hint = did_you_mean(key, self._candidates("task", self.run_file.tasks, tuple(BUILTIN_TASKS)))
+                raise SpecError(self.file, field, f"unknown task {key!r}{hint}: not defined in `tasks`, not registered "
+                                f"(`evalfleet entities list`), and not built in ({', '.join(BUILTIN_TASKS)}; "
+                                "`evalfleet tasks` lists them)")
             entity = TaskEntity(key=key, template=key)
         assert isinstance(entity, TaskEntity)
         merged = {**entity.config, **config}
         draft = ResolvedTask(key=key, template=entity.template, entrypoint=entity.entrypoint, config=merged)
-        cls = task_class(draft, file=self.file, field=self._field(index, "task_key"))
+        cls = task_class(draft, file=self.file, field=field if index is not None else f"{field}.template")
         try:
             validated = cls.validate_config(merged)
         except ValidationError as exc:
-            raise spec_error_from(exc, self.file, cls.config_model, merged,
-                                  prefix=self._field(index, "task_config") + ".") from None
+            prefix = (self._field(index, "task_config") if index is not None else f"{field}.config") + "."
+            raise spec_error_from(exc, self.file, cls.config_model, merged, prefix=prefix) from None
         return draft.model_copy(update={"config": validated.model_dump(mode="json")}), cls
 
-    def model(self, key: str, index: int) -> ResolvedModel:
+    def model(self, key: str, index: int | None, *, field: str | None = None) -> ResolvedModel:
+        field = field or self._field(index, "model_key")
         entity = self._entity("model", key, self.run_file.models)
         if entity is None:
             provider, sep, name = key.partition("$")
             if not sep:
-                raise SpecError(self.file, self._field(index, "model_key"),
-                                f"unknown model {key!r}: not defined in `models`, not registered, and not of "
-                                "the form provider$name")
+                hint = did_you_mean(key, self._candidates("model", self.run_file.models))
+                raise SpecError(self.file, field, f"unknown model {key!r}{hint}: not defined in `models`, not "
+                                "registered, and not of the form provider$name (e.g. openai$gpt-4.1-nano, "
+                                "mock$target)")
             entity = ModelEntity.model_construct(key=key, provider=provider, name=name)
         assert isinstance(entity, ModelEntity)
         if entity.provider == "python":
-            load_entrypoint(entity.name, file=self.file, field=self._field(index, "model_key"))
+            load_entrypoint(entity.name, file=self.file, field=field)
         if entity.provider == "openai" and entity.api_key_env and entity.api_key_env not in os.environ:
             self._missing_key(entity, index)
         if entity.provider == "mock" and entity.name not in MOCK_MODELS:
-            raise SpecError(self.file, self._field(index, "model_key"),
-                            f"mock model {entity.name!r} does not exist; use one of {', '.join(MOCK_MODELS)}")
+            raise SpecError(self.file, field, f"mock model {entity.name!r} does not exist"
+                            f"{did_you_mean(entity.name, list(MOCK_MODELS))}; use one of {', '.join(MOCK_MODELS)}")
         generation = {k: getattr(entity, k) for k in ("temperature", "max_tokens", "top_p", "seed", "stop")}
         return ResolvedModel(
             key=entity.key, provider=entity.provider, name=entity.name, base_url=entity.base_url,
@@ -264,11 +319,12 @@ class _Resolver:
         warnings.warn(f"{self.file}: field `{field}`: {message} here; the workers must have it, or its samples "
                       "fail", UserWarning, stacklevel=2)
 
-    def dataset(self, key: str, index: int) -> ResolvedDataset:
+    def dataset(self, key: str, index: int | None, *, field: str | None = None) -> ResolvedDataset:
         entity = self._entity("dataset", key, self.run_file.datasets)
         if entity is None:
-            raise SpecError(self.file, self._field(index, "dataset_key"),
-                            f"unknown dataset {key!r}: not defined in `datasets` and not registered")
+            hint = did_you_mean(key, self._candidates("dataset", self.run_file.datasets))
+            raise SpecError(self.file, field or self._field(index, "dataset_key"),
+                            f"unknown dataset {key!r}{hint}: not defined in `datasets` and not registered")
         assert isinstance(entity, DatasetEntity)
         in_file = any(d.key == key for d in self.run_file.datasets)
         path = dataset_location(entity, self._base_for(entity)) if in_file else entity.path

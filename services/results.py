@@ -255,3 +255,33 @@ def resolve_run_id(prefix: str) -> str:
     if len(found) > 1:
         raise AmbiguousRunId(prefix, list(found))
     return found[0]
+
+
+class Usage(BaseModel):
+    """What a task result consumed: tokens of answered requests (outputs served from the cache are
+    not paid for again), their cost from the model's pricing (None without pricing), latency."""
+
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+
+
+def usage_of(task_result_id: int, spec: ResolvedTaskSpec) -> Usage:
+    sr = sample_results.c
+    with get_engine().connect() as connection:
+        tokens_in, tokens_out = connection.execute(select(
+            func.coalesce(func.sum(sr.input_tokens), 0), func.coalesce(func.sum(sr.output_tokens), 0),
+        ).where(sr.task_result_id == task_result_id, sr.cached.is_not(True))).one()
+        latencies = sorted(connection.execute(select(sr.latency_ms).where(
+            sr.task_result_id == task_result_id, sr.latency_ms.is_not(None))).scalars())
+    pricing = spec.model.pricing if spec.model else None
+    cost = None if pricing is None else (tokens_in * pricing.input_per_million
+                                         + tokens_out * pricing.output_per_million) / 1_000_000
+
+    def rank(q: float) -> float | None:
+        return latencies[max(1, math.ceil(q * len(latencies))) - 1] if latencies else None
+
+    return Usage(input_tokens=tokens_in, output_tokens=tokens_out, cost_usd=cost, latency_p50_ms=rank(0.5),
+                 latency_p95_ms=rank(0.95))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from sqlalchemy import select
 
+from services.overrides import Overrides
 from services.resolver import ResolvedSpec, select_for
 from services.submitter import ProgressCallback, create_run, enqueue_samples, fail_submission
 from shared.db import get_engine, runs, sample_results, task_results
@@ -32,14 +33,16 @@ def is_log_location(source: str) -> bool:
 
 
 def retry_run(source: str, on_progress: ProgressCallback | None = None,
-              on_created: Callable[[str], None] | None = None) -> str:
-    """Start the retry of a run (by id) or of one log (by path or URL); returns the new run's id."""
+              on_created: Callable[[str], None] | None = None, overrides: Overrides | None = None) -> str:
+    """Start the retry of a run (by id) or of one log (by path or URL); returns the new run's id.
+    `overrides`: execution changes (--max-connections) for the retry."""
     if is_log_location(source):
-        return _retry_log(source, on_progress, on_created)
-    return _retry_run(source, on_progress, on_created)
+        return _retry_log(source, on_progress, on_created, overrides)
+    return _retry_run(source, on_progress, on_created, overrides)
 
 
-def _retry_run(old_run_id: str, on_progress: ProgressCallback | None, on_created: Callable[[str], None] | None) -> str:
+def _retry_run(old_run_id: str, on_progress: ProgressCallback | None, on_created: Callable[[str], None] | None,
+               overrides: Overrides | None) -> str:
     with get_engine().connect() as connection:
         plan = connection.execute(select(runs.c.plan).where(runs.c.id == old_run_id)).scalar_one_or_none()
         if plan is None:
@@ -49,11 +52,11 @@ def _retry_run(old_run_id: str, on_progress: ProgressCallback | None, on_created
     evaluation = ResolvedEvaluation.model_validate_json(plan)
     specs = [select_for(spec) for spec in evaluation.task_specifications]
     sources = {item.spec.key: _successful_rows(old_ids[item.spec.key]) for item in specs if item.spec.key in old_ids}
-    return _start(evaluation, specs, old_run_id, sources, on_progress, on_created)
+    return _start(evaluation, specs, old_run_id, sources, on_progress, on_created, overrides)
 
 
 def _retry_log(location: str, on_progress: ProgressCallback | None,
-               on_created: Callable[[str], None] | None) -> str:
+               on_created: Callable[[str], None] | None, overrides: Overrides | None) -> str:
     header = read_log_header(location)
     spec = header.task_specification
     evaluation = ResolvedEvaluation(
@@ -72,12 +75,17 @@ def _retry_log(location: str, on_progress: ProgressCallback | None,
         return task.group_key(Sample(id=record.id, input=record.input, target=record.target, metadata=record.metadata))
 
     successful = ([(sample, group(sample))] for sample in iter_samples(location) if sample.error is None)
-    return _start(evaluation, [item], header.run_id, {spec.key: _batches(successful)}, on_progress, on_created)
+    return _start(evaluation, [item], header.run_id, {spec.key: _batches(successful)}, on_progress, on_created,
+                  overrides)
 
 
 def _start(evaluation: ResolvedEvaluation, specs: list[ResolvedSpec], retry_of: str,
            sources: dict[str, Iterable[list[tuple[SampleRecord, str | None]]]],
-           on_progress: ProgressCallback | None, on_created: Callable[[str], None] | None) -> str:
+           on_progress: ProgressCallback | None, on_created: Callable[[str], None] | None,
+           overrides: Overrides | None = None) -> str:
+    if overrides is not None:
+        specs = overrides.apply_resolved(specs)
+        evaluation = evaluation.model_copy(update={"task_specifications": [s.spec for s in specs]})
     run_id, new_ids = create_run(evaluation, specs, retry_of=retry_of)
     if on_created is not None:
         on_created(run_id)

@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 
+from services.results import Usage, usage_of
 from shared.db import CANCELLING, FINAL_STATUSES, get_engine, runs, sample_results, task_results
 from shared.errors import EvalfleetError, RunNotFound
 from shared.log import ErrorCount, ErrorSummary, StarMetricResult
@@ -40,6 +41,7 @@ class TaskResultReport(BaseModel):
     error: str | None = None
     error_summary: ErrorSummary | None = None
     star_metric: StarMetricResult | None = None
+    usage: Usage | None = None
 
     @property
     def pass_status(self) -> bool | None:
@@ -74,9 +76,10 @@ class RunReport(BaseModel):
         return sum(t.errors for t in self.task_results)
 
 
-def run_report(run_id: str, *, with_errors: bool = False) -> RunReport:
+def run_report(run_id: str, *, with_errors: bool = False, with_usage: bool = False) -> RunReport:
     """A run and its task results. `with_errors`: also summarise the sample errors of task results
-    still running (finished ones carry their summary)."""
+    still running (finished ones carry their summary). `with_usage`: tokens, cost and latency
+    (a pass over the samples' columns: for final reports, not for progress)."""
     with get_engine().connect() as connection:
         run = connection.execute(select(runs).where(runs.c.id == run_id)).one_or_none()
         if run is None:
@@ -100,6 +103,7 @@ def run_report(run_id: str, *, with_errors: bool = False) -> RunReport:
                 model_calls=row.model_calls, attempts=row.attempts, cache_hits=row.cache_hits, metrics=metrics,
                 error=row.error, error_summary=summary,
                 star_metric=star_metric_result(spec, metrics) if row.status in FINAL_STATUSES else None,
+                usage=usage_of(row.id, spec) if with_usage else None,
             ))
     return RunReport(
         run_id=run.id, status=run.status, evaluation=run.evaluation_key, display_name=run.display_name,
@@ -170,7 +174,7 @@ def wait_for_run(run_id: str, on_progress: Callable[[RunReport], None] | None = 
         if on_progress is not None:
             on_progress(report)
         if report.finished:
-            return report
+            return run_report(run_id, with_errors=True, with_usage=True)
         if deadline is not None and time.monotonic() > deadline:
             return report
         if time.monotonic() >= next_recovery:
@@ -277,7 +281,7 @@ def cancel_run(run_id: str, grace_s: float = CANCEL_GRACE_S) -> RunReport:
             # Claimed, but its aggregation waits in a queue nobody consumes: write the log here.
             assemble_task_result_log(task_result_id, stale_after_s=0)
     settle_run(run_id)
-    return run_report(run_id, with_errors=True)
+    return run_report(run_id, with_errors=True, with_usage=True)
 
 
 class RunSummary(BaseModel):
@@ -286,28 +290,41 @@ class RunSummary(BaseModel):
     status: str
     created_at: datetime
     finished_at: datetime | None
+    duration_s: float | None = None
+    models: list[str] = []
     samples: int
     done: int
     errors: int
+    cost_usd: float | None = None
+    passed: int | None = Field(None, description="Task results whose star metric passed (None: no star metric).")
+    starred: int = 0
 
 
-def list_runs(limit: int = 50, evaluation: str | None = None) -> list[RunSummary]:
-    """Runs, newest first, with their progress."""
-    t = task_results.c
-    statement = (
-        select(runs.c.id, runs.c.evaluation_key, runs.c.status, runs.c.created_at, runs.c.finished_at,
-               func.coalesce(func.sum(t.total), 0), func.coalesce(func.sum(t.done), 0),
-               func.coalesce(func.sum(t.errors), 0))
-        .select_from(runs.outerjoin(task_results, t.run_id == runs.c.id))
-        .group_by(runs.c.id)
-        .order_by(runs.c.created_at.desc())
-        .limit(limit)
-    )
+def list_runs(limit: int = 50, evaluation: str | None = None, status: str | None = None) -> list[RunSummary]:
+    """Runs, newest first, with their progress, models, duration, cost and star metrics."""
+    from services.results import task_results_of_run, usage_of
+    from shared.db import utc
+
+    statement = select(runs.c.id).order_by(runs.c.created_at.desc()).limit(limit)
     if evaluation:
         statement = statement.where(runs.c.evaluation_key == evaluation)
+    if status:
+        statement = statement.where(runs.c.status == status)
     with get_engine().connect() as connection:
-        return [
-            RunSummary(run_id=r[0], evaluation=r[1], status=r[2], created_at=r[3], finished_at=r[4],
-                       samples=r[5], done=r[6], errors=r[7])
-            for r in connection.execute(statement)
-        ]
+        ids = connection.execute(statement).scalars().all()
+        rows = {row.id: row for row in connection.execute(select(runs).where(runs.c.id.in_(ids)))}
+    summaries = []
+    for run_id in ids:
+        run = rows[run_id]
+        views = task_results_of_run(run_id)
+        costs = [usage_of(v.id, v.spec).cost_usd for v in views if v.spec.model is not None]
+        starred = [v for v in views if v.star_metric is not None]
+        created, finished = utc(run.created_at), utc(run.finished_at)
+        summaries.append(RunSummary(
+            run_id=run_id, evaluation=run.evaluation_key, status=run.status, created_at=created, finished_at=finished,
+            duration_s=(finished - created).total_seconds() if finished else None,
+            models=sorted({v.spec.model.key for v in views if v.spec.model}), samples=sum(v.total for v in views),
+            done=sum(v.done for v in views), errors=sum(v.errors for v in views),
+            cost_usd=sum(costs) if costs and all(c is not None for c in costs) else None,
+            passed=sum(bool(v.pass_status) for v in starred) if starred else None, starred=len(starred)))
+    return summaries

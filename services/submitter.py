@@ -12,8 +12,9 @@ from typing import Any
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import select
 
-from services.registry import database_lookup, register_entity
-from services.resolver import ResolvedRunFile, ResolvedSpec, resolve_run_file
+from services.overrides import Overrides
+from services.registry import database_lookup, entity_version, register_entity, registered_keys
+from services.resolver import ResolvedRunFile, ResolvedSpec, resolve_entities, resolve_run_file
 from services.upload import inject_uploaded_log
 from shared.db import get_engine, now, runs, sample_results, task_results
 from shared.errors import EvalfleetError
@@ -29,29 +30,56 @@ PROBE = 200
 
 
 def validate_run_file(path: str | Path, *, data_roots: list[Path] | None = None,
-                      display_name: str | None = None) -> ResolvedRunFile:
+                      display_name: str | None = None, overrides: Overrides | None = None) -> ResolvedRunFile:
     """Resolve a run file and select its samples; raises SpecError on any problem (see
     `resolve_run_file` for `data_roots`, the places a run file from elsewhere may read)."""
-    return resolve_run_file(path, database_lookup, data_roots=data_roots, display_name=display_name)
+    return resolve_run_file(path, database_lookup, data_roots=data_roots, display_name=display_name,
+                            known=registered_keys, overrides=overrides)
 
 
-def add_entities(path: str | Path) -> ResolvedRunFile:
-    """`evalfleet add`: validate everything, then register the file's entities in one transaction."""
-    resolved = validate_run_file(path)
+def add_entities(path: str | Path) -> list[tuple[str, str, str, int]]:
+    """`evalfleet add`: validate everything (a file of entities alone, or a whole run file), then
+    register the file's entities in one transaction. Returns (kind, key, change, version) each."""
+    checked = resolve_entities(path, database_lookup, known=registered_keys)
+    if isinstance(checked, ResolvedRunFile):
+        found = checked.entities_to_register()
+    else:
+        found = ResolvedRunFile(path=Path(path).resolve(), run_file=checked, evaluation=None, specs=[]
+                                ).entities_to_register()
+    changes = []
     with get_engine().begin() as connection:
-        for kind, entity in resolved.entities_to_register():
-            register_entity(connection, kind, entity)  # type: ignore[arg-type]
-    return resolved
+        for kind, entity in found:
+            change, version = register_entity(connection, kind, entity)  # type: ignore[arg-type]
+            changes.append((kind, entity.key, change, version))  # type: ignore[attr-defined]
+    return changes
+
+
+RegistrationNotice = Callable[[str, str, str, int], None]
 
 
 def create_run(evaluation: ResolvedEvaluation, specs: Sequence[ResolvedSpec],
-               entities: Sequence[tuple[str, object]] = (), retry_of: str | None = None) -> tuple[str, list[int]]:
-    """Register entities, the run and its task results in one transaction."""
+               entities: Sequence[tuple[str, object]] = (), retry_of: str | None = None,
+               on_registered: RegistrationNotice | None = None) -> tuple[str, list[int]]:
+    """Register entities, the run and its task results in one transaction. The run records the
+    version of every registered entity it uses; `on_registered(kind, key, change, version)` hears
+    of each entity the file created or changed."""
     run_id = uuid.uuid4().hex
     started = now()
     with get_engine().begin() as connection:
+        versions: dict[str, int] = {}
         for kind, entity in entities:
-            register_entity(connection, kind, entity)  # type: ignore[arg-type]
+            change, version = register_entity(connection, kind, entity)  # type: ignore[arg-type]
+            versions[f"{kind}:{entity.key}"] = version  # type: ignore[attr-defined]
+            if change != "unchanged" and on_registered is not None:
+                on_registered(kind, entity.key, change, version)  # type: ignore[attr-defined]
+        for spec in evaluation.task_specifications:
+            for kind, key in (("task", spec.task.key), ("model", spec.model.key if spec.model else None),
+                              ("dataset", spec.dataset.key)):
+                if key is not None and f"{kind}:{key}" not in versions:
+                    version = entity_version(connection, kind, key)  # type: ignore[arg-type]
+                    if version is not None:
+                        versions[f"{kind}:{key}"] = version
+        evaluation = evaluation.model_copy(update={"entity_versions": versions})
         connection.execute(runs.insert().values(
             id=run_id, evaluation_key=evaluation.key, display_name=evaluation.display_name,
             status="running", plan=evaluation.model_dump_json(), retry_of=retry_of, created_at=started,
@@ -144,10 +172,12 @@ def submit(path: str | Path, on_progress: ProgressCallback | None = None) -> str
 
 
 def submit_resolved(resolved: ResolvedRunFile, on_progress: ProgressCallback | None = None,
-                    on_created: Callable[[str], None] | None = None) -> str:
+                    on_created: Callable[[str], None] | None = None,
+                    on_registered: RegistrationNotice | None = None) -> str:
     """Register and enqueue an evaluation validated by `validate_run_file`; returns the run id.
     `on_created(run_id)` is called once the run exists, before its samples are enqueued."""
-    run_id, task_result_ids = create_run(resolved.evaluation, resolved.specs, resolved.entities_to_register())
+    run_id, task_result_ids = create_run(resolved.evaluation, resolved.specs, resolved.entities_to_register(),
+                                         on_registered=on_registered)
     if on_created is not None:
         on_created(run_id)
     try:

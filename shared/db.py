@@ -33,15 +33,19 @@ from sqlalchemy.engine import Engine
 
 metadata = MetaData()
 
+# Registered datasets, models and tasks. Each registration of a changed definition adds a version;
+# a key resolves to its newest version that is not removed.
 entities = Table(
     "entities",
     metadata,
     Column("id", Integer, primary_key=True),
     Column("kind", String(16), nullable=False),
     Column("key", String(250), nullable=False),
+    Column("version", Integer, nullable=False, server_default="1"),
     Column("body", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("kind", "key", name="uq_entities_kind_key"),
+    Column("removed_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("kind", "key", "version", name="uq_entities_kind_key_version"),
 )
 
 runs = Table(

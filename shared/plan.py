@@ -85,3 +85,5 @@ class ResolvedEvaluation(Frozen):
     fail_on_error: bool | float = 0.1
     source_file: str | None = None
     task_specifications: list[ResolvedTaskSpec]
+    # The version of each registered entity the run used, by "<kind>:<key>" (services.registry).
+    entity_versions: dict[str, int] = Field(default_factory=dict)

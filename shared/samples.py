@@ -154,18 +154,30 @@ def to_sample(row: dict[str, Any], index: int, dataset: ResolvedDataset, *, need
     }
     raw_input = row.get(dataset.input_field)
     if raw_input is None and needs_input:
-        raise SpecError(dataset.path, f"{where}: {dataset.input_field}", "input field is missing")
+        raise SpecError(dataset.path, f"{where}: {dataset.input_field}",
+                        f"no input field {dataset.input_field!r} in {where} (its fields: {', '.join(row) or 'none'}"
+                        f"{_closest(dataset.input_field, row)}); set the dataset's `input_field` to the column that "
+                        "holds the input")
     target = row.get(dataset.target_field)
     if target is None and needs_target:
         raise SpecError(
-            dataset.path, f"{where}: {dataset.target_field}", "target field is missing and the task needs one"
-        )
+            dataset.path, f"{where}: {dataset.target_field}",
+            f"no target field {dataset.target_field!r} in {where}, and the task needs one (its fields: "
+            f"{', '.join(row) or 'none'}{_closest(dataset.target_field, row)}); set the dataset's `target_field` to "
+            "the column that holds the target")
     return Sample(
         id=sample_id(row, index, dataset),
         input=_input(raw_input, dataset.path, f"{where}: {dataset.input_field}"),
         target=_text(target),
         metadata=metadata,
     )
+
+
+def _closest(name: str, row: dict[str, Any]) -> str:
+    from shared.spec import did_you_mean
+
+    hint = did_you_mean(name, [str(k) for k in row])
+    return f"{hint.replace('; ', ' ')}" if hint else ""
 
 
 def _input(value: Any, path: str, field: str) -> str | list[ChatMessage] | None:

@@ -92,7 +92,9 @@ class TaskEntity(Strict):
     key: Key
     template: Key | None = Field(None, description="A built-in task whose config this entity presets.")
     entrypoint: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict, description="Defaults for the specifications' task_config.")
+    dataset_key: Key | None = Field(None, description="The dataset a specification of this task uses when it "
+                                                        "names none.")
     description: str | None = None
 
     @model_validator(mode="after")
@@ -165,7 +167,7 @@ class TaskSpecification(Strict):
 
 class EvaluationSpec(Strict):
     key: Key
-    display_name: str = Field(min_length=1)
+    display_name: str | None = Field(None, min_length=1, description="Default: the key.")
     num_samples: PositiveInt | None = None
     subsampling: Subsampling = "head"
     mode: Literal["debug", "full"] | None = Field(None, description="Deprecated: use num_samples.")
@@ -198,6 +200,12 @@ class EvaluationSpec(Strict):
         self.num_samples = implied
         return self
 
+    @model_validator(mode="after")
+    def _display_name(self) -> EvaluationSpec:
+        if self.display_name is None:
+            self.display_name = self.key
+        return self
+
     @field_validator("fail_on_error", mode="before")
     @classmethod
     def _budget(cls, value: Any) -> Any:
@@ -222,7 +230,7 @@ class RunFile(Strict):
     datasets: list[DatasetEntity] = Field(default_factory=list)
     models: list[ModelEntity] = Field(default_factory=list)
     tasks: list[TaskEntity] = Field(default_factory=list)
-    evaluation: EvaluationSpec
+    evaluation: EvaluationSpec | None = Field(None, description="Required to run; `evalfleet add` takes entities alone.")
 
     @model_validator(mode="after")
     def _unique_entities(self) -> RunFile:
@@ -239,7 +247,7 @@ def did_you_mean(word: str, choices: list[str]) -> str:
     """`; did you mean 'x'?` for the closest choices, or nothing when none is close."""
     import difflib
 
-    close = difflib.get_close_matches(word, choices, n=2, cutoff=0.6)
+    close = difflib.get_close_matches(word, choices, n=2, cutoff=0.5)
     if not close:
         return ""
     return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
@@ -277,14 +285,19 @@ def load_yaml(path: Path, display_name: str | None = None) -> Any:
         raise SpecError(name, None, f"malformed YAML: {where}{problem}") from None
 
 
-def load_run_file(path: str | Path, display_name: str | None = None) -> RunFile:
+def load_run_file(path: str | Path, display_name: str | None = None, *, needs_evaluation: bool = True) -> RunFile:
     """Read and validate a run file; every problem becomes a `SpecError` (naming the file as
-    `display_name` when given)."""
+    `display_name` when given). `needs_evaluation`: false for a file of entities alone (add)."""
     path = Path(path)
     name = display_name or str(path)
     data = load_yaml(path, display_name)
     if not isinstance(data, dict):
-        raise SpecError(name, None, "a run file is a mapping with an `evaluation` section")
+        raise SpecError(name, None, "a run file is a mapping with an `evaluation` section"
+                        if needs_evaluation else "a run file is a mapping (datasets, models, tasks, evaluation)")
+    if needs_evaluation and "evaluation" not in data:
+        present = ", ".join(f"`{k}`" for k in data) or "nothing"
+        raise SpecError(name, "evaluation", f"required to run (the file has {present}); to register entities "
+                                            "alone, use `evalfleet add -f`")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DeprecationWarning)
@@ -305,16 +318,44 @@ def spec_error_from(
     field = prefix + _dotted(loc, data)
     if error["type"] == "extra_forbidden":
         owner = _model_at(model, loc[:-1])
-        accepted = ", ".join(owner.model_fields) if owner else ""
-        return SpecError(file, field, f"unknown field; accepted fields: {accepted}")
+        names = list(owner.model_fields) if owner else []
+        hint = did_you_mean(str(loc[-1]), names)
+        return SpecError(file, field, f"unknown field{hint}; accepted fields: {', '.join(names)}")
     message = error["msg"]
     if error["type"] == "missing":
         message = "required field is missing"
     elif error["type"] == "string_pattern_mismatch":
-        message = f"{error['input']!r} does not match {error['ctx']['pattern']}"
+        message = _pattern_message(error["input"], error["ctx"]["pattern"])
+    elif error["type"] == "literal_error":
+        expected = re.findall(r"'([^']*)'", error["ctx"]["expected"])
+        message = f"{error['input']!r} is not one of {', '.join(expected)}{did_you_mean(str(error['input']), expected)}"
     elif message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     return SpecError(file, field, message)
+
+
+PROVIDERS = ("openai", "mock", "python")
+
+
+def _pattern_message(value: Any, pattern: str) -> str:
+    """A key or model reference that does not parse, said in words, with the fix when it is known."""
+    text = str(value)
+    if pattern == MODEL_REF_PATTERN:
+        provider, sep, name = text.partition("$")
+        if not sep and "/" in text:
+            provider, _, name = text.partition("/")
+            if provider in PROVIDERS:
+                return (f"{text!r}: models are named provider$name here, not provider/name: write "
+                        f"'{provider}${name}'")
+            return f"{text!r}: models are named provider$name, e.g. openai${name}"
+        if sep and provider not in PROVIDERS:
+            return (f"unknown provider {provider!r}{did_you_mean(provider, list(PROVIDERS))} in {text!r}; providers: "
+                    f"{', '.join(PROVIDERS)}")
+        return (f"{text!r} is neither a model key (letters, digits, '_' and '-') nor provider$name "
+                "(e.g. openai$gpt-4.1-nano, mock$target)")
+    if pattern == KEY_PATTERN:
+        return f"{text!r}: a key may hold only letters, digits, '_' and '-' (at most 250 characters)"
+    return f"{text!r} does not match {pattern}"
 
 
 def _dotted(loc: list[Any], data: Any) -> str:

@@ -98,14 +98,20 @@ def _build_execution(task_result_id: int, with_provider: bool = True) -> Executi
             .join(runs, runs.c.id == task_results.c.run_id)
             .where(task_results.c.id == task_result_id)
         ).one()
-    spec = ResolvedTaskSpec.model_validate_json(row.plan)
+    return execution_of(ResolvedTaskSpec.model_validate_json(row.plan), json.loads(row.run_plan)["cache_policy"],
+                        task_result_id=task_result_id, run_id=row.run_id, with_provider=with_provider)
+
+
+def execution_of(spec: ResolvedTaskSpec, cache_policy: str, *, task_result_id: int = 0, run_id: str = "",
+                 with_provider: bool = True) -> Execution:
+    """An execution of a resolved specification; with no task result (a dry run), for lookups."""
     task = load_task(spec.task, spec.dataset)
     task_part, scorer_part = task_identity(spec.task, task.scorer_config_fields)
     return Execution(
         task_result_id=task_result_id,
-        run_id=row.run_id,
+        run_id=run_id,
         spec=spec,
-        cache_policy=json.loads(row.run_plan)["cache_policy"],
+        cache_policy=cache_policy,
         task=task,
         provider=provider_for(spec.model) if spec.model and with_provider else None,
         model_identity=model_identity(spec.model) if spec.model else {},

@@ -54,15 +54,18 @@ def normalise(text: str) -> str:
 
 
 def score_exact(output: str, target: str, options: ExactOptions) -> Score:
+    """The output equals the target, case, punctuation and whitespace folded."""
     answer = normalise(output)
     return Score(value=float(answer == normalise(target)), answer=answer)
 
 
 def score_includes(output: str, target: str, options: IncludesOptions) -> Score:
+    """The target appears in the output (case-insensitive)."""
     return Score(value=float(target.lower() in output.lower()), answer=output)
 
 
 def score_regex(output: str, target: str, options: RegexOptions) -> Score:
+    """The pattern's first group (or whole match) in the output equals the target, normalised."""
     match = re.search(options.pattern, output)
     if match is None:
         return Score(value=0.0, answer=None, explanation="pattern did not match")
@@ -80,6 +83,7 @@ def parse_number(text: str) -> float | None:
 
 
 def score_numeric(output: str, target: str, options: NumericOptions) -> Score:
+    """The last number in the output equals the target, within `tolerance`."""
     expected = parse_number(target.strip())
     if expected is None:
         return Score(value=0.0, answer=None, explanation=f"target {target!r} is not a number")
@@ -104,7 +108,10 @@ def parse_scorer(item: str | dict[str, Any]) -> ScorerOptions:
     data = {"name": item} if isinstance(item, str) else dict(item)
     name = data.get("name")
     if name not in SCORERS:
-        raise ValueError(f"unknown scorer {name!r}; built-in scorers: {', '.join(SCORERS)}")
+        from shared.spec import did_you_mean
+
+        raise ValueError(f"unknown scorer {name!r}{did_you_mean(str(name), list(SCORERS))}; built-in scorers: "
+                         f"{', '.join(SCORERS)}")
     return SCORERS[name][0].model_validate(data)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from services.results import TaskResultView, task_results_of_run
 from shared.db import get_engine, runs, sample_results, utc
 
-BATCH = 50_000
+BATCH = 20_000
 TIME = pa.timestamp("us", tz="UTC")
 TABLES: dict[str, pa.Schema] = {
     "runs": pa.schema([

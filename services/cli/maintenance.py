@@ -15,18 +15,24 @@ def export() -> None:
 
 
 @export.command(name="eval")
-@click.option("--id", "run_id", required=True, help="The run to export.")
+@click.argument("run_id", required=False)
+@click.option("--id", "run_id_option", help="The run to export (the same as RUN_ID).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory to write into.")
 @click.option("--link-logs", is_flag=True,
               help="Also write each task result log and point the run file at it (re-runs with no inference).")
 @settings_options
-def export_eval(run_id: str, output: str, link_logs: bool, **options: str | None) -> None:
-    """Write OUTPUT/<evaluation-key>.yaml: a self-contained run file of a run."""
+def export_eval(run_id: str | None, run_id_option: str | None, output: str, link_logs: bool,
+                **options: str | None) -> None:
+    """Write OUTPUT/<evaluation-key>.yaml: a self-contained run file of a run (RUN_ID: an id or a
+    unique prefix)."""
     from services.export import export_evaluation
+    from services.results import resolve_run_id
 
     apply_settings(**options)
+    if (run_id is None) == (run_id_option is None):
+        raise BadInput("name the run once: `evalfleet export eval RUN_ID` (or --id RUN_ID)")
     try:
-        path = export_evaluation(run_id, output, link_logs=link_logs)
+        path = export_evaluation(resolve_run_id(run_id or run_id_option), output, link_logs=link_logs)
     except EvalfleetError as exc:
         fail(exc)
     click.echo(str(path))

@@ -52,7 +52,7 @@ def report_document(report: RunReport, **extra: object) -> dict:
              "error_summary": t.error_summary.model_dump(mode="json") if t.error_summary else None,
              "uuid": t.uuid, "display_name": t.display_name,
              "star_metric": t.star_metric.model_dump(mode="json") if t.star_metric else None,
-             "pass_status": t.pass_status}
+             "pass_status": t.pass_status, "usage": t.usage.model_dump(mode="json") if t.usage else None}
             for t in report.task_results
         ],
     }
@@ -81,13 +81,21 @@ def format_star(star) -> str:  # noqa: ANN001 - a StarMetricResult or None
     return f"{star.metric} {shown} vs {star.threshold:g}: {'pass' if star.pass_status else 'FAIL'}"
 
 
-def print_report(report: RunReport, console: Console | None = None) -> None:
+def print_report(report: RunReport, console: Console | None = None, show_keys: bool = False) -> None:
     """The results table, the log locations and, for task results with failed samples, why."""
     console = console or Console()
     columns = [("task", "left"), ("status", "left"), ("samples", "right"), ("errors", "right"),
-               ("model calls", "right"), ("attempts", "right"), ("cached", "right"), ("metrics", "left")]
-    rows = [[t.key, t.status, str(t.samples), str(t.errors), str(t.model_calls), str(t.attempts), str(t.cache_hits),
-             format_metrics(t.metrics)] for t in report.task_results]
+               ("model calls", "right"), ("tokens", "right"), ("cost", "right"), ("p50 latency", "right"),
+               ("metrics", "left")]
+    rows = []
+    for t in report.task_results:
+        usage = t.usage
+        rows.append([t.key if show_keys or not t.display_name else t.display_name, t.status, str(t.samples),
+                     str(t.errors), f"{t.model_calls}" + (f" ({t.attempts} tries)" if t.attempts > t.model_calls else ""),
+                     f"{usage.input_tokens + usage.output_tokens:,}" if usage else "-",
+                     ("n/a" if usage.cost_usd is None else f"${usage.cost_usd:.4f}") if usage else "-",
+                     f"{usage.latency_p50_ms:.0f} ms" if usage and usage.latency_p50_ms is not None else "-",
+                     format_metrics(t.metrics)])
     if any(t.star_metric for t in report.task_results):
         columns.append(("star metric", "left"))
         for row, t in zip(rows, report.task_results, strict=True):
@@ -134,13 +142,13 @@ def failure_lines(report: RunReport) -> list[str]:
     return lines
 
 
-def finish(report: RunReport, as_json: bool, exit_code: int | None = None) -> None:
+def finish(report: RunReport, as_json: bool, exit_code: int | None = None, show_keys: bool = False) -> None:
     """Print a finished run (table or JSON) and exit: 0 success, 1 error or cancelled. On a
     terminal, a run that compared models on one task also gets the comparison."""
     if as_json:
         print(report_json(report))
     else:
-        print_report(report)
+        print_report(report, show_keys=show_keys)
         if Console().is_terminal:
             show_benchmarks(report.run_id)
     sys.exit(exit_code if exit_code is not None else EXIT_OK if report.status == "success" else EXIT_FAILED)

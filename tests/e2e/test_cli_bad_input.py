@@ -63,7 +63,7 @@ CASES = {
     "unknown-spec-field": Case(_set("evaluation.task_specifications.0.modle_key", "m"), f"{SPEC}.modle_key"),
     "bad-key": Case(_set("evaluation.key", "has spaces"), "evaluation.key"),
     "key-too-long": Case(_set("evaluation.key", "k" * 251), "evaluation.key"),
-    "no-display-name": Case(lambda d: d["evaluation"].pop("display_name"), "evaluation.display_name"),
+    "empty-display-name": Case(_set("evaluation.display_name", ""), "evaluation.display_name"),
     "no-task-specifications": Case(_set("evaluation.task_specifications", []), "evaluation.task_specifications"),
     "bad-num-samples": Case(_set("evaluation.num_samples", 0), "evaluation.num_samples"),
     "missing-dataset-file": Case(_set("datasets.0.path", "missing.jsonl"), "datasets[0:data].path"),

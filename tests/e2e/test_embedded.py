@@ -207,7 +207,8 @@ def test_add_registers_entities_that_later_run_files_use_by_key(tmp_path, write_
     )
     added = cli("add", "-f", str(setup))
     assert added.exit_code == 0, added.output
-    assert added.stdout.splitlines() == ["dataset\tshared-data", "model\tshared-model", "task\tshared-qa"]
+    assert added.stdout.splitlines() == ["dataset\tshared-data\tcreated", "model\tshared-model\tcreated",
+                                         "task\tshared-qa\tcreated"]
     assert sorted((kind, key) for _, kind, key, *_ in db_rows(tmp_path, "entities")) == [
         ("dataset", "shared-data"), ("model", "shared-model"), ("task", "shared-qa")]
     assert db_rows(tmp_path, "runs") == []

@@ -72,7 +72,8 @@ def test_a_row_without_the_input_field_is_an_error_naming_row_and_field(tmp_path
     with pytest.raises(SpecError) as info:
         samples(dataset(path))
     assert (info.value.file, info.value.field) == (str(path), "row 1: input")
-    assert "missing" in info.value.message
+    # The message lists what the row has and names the setting that maps the column.
+    assert "its fields: id, question" in info.value.message and "`input_field`" in info.value.message
 
 
 def test_a_csv_without_the_input_column_is_an_error(tmp_path, write_dataset_file):

@@ -25,8 +25,10 @@ __all__ = ["BUILTIN_TASKS", "Task", "TaskConfig", "task_class", "load_task"]
 def task_class(task: ResolvedTask, *, file: str | None = None, field: str | None = None) -> type[Task]:
     if task.template is not None:
         if task.template not in BUILTIN_TASKS:
-            raise SpecError(file, field, f"unknown task template {task.template!r}; built-in: "
-                            f"{', '.join(BUILTIN_TASKS)}")
+            from shared.spec import did_you_mean
+
+            raise SpecError(file, field, f"unknown task template {task.template!r}"
+                            f"{did_you_mean(task.template, list(BUILTIN_TASKS))}; built-in: {', '.join(BUILTIN_TASKS)}")
         return BUILTIN_TASKS[task.template]
     cls = load_entrypoint(task.entrypoint or "", file=file, field=field)
     if not (isinstance(cls, type) and issubclass(cls, Task)):
