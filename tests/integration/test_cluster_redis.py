@@ -109,3 +109,12 @@ def test_a_worker_starts_while_its_database_is_unreachable(redis_cluster, worker
     """An unreachable database is reported at start, not fatal: samples retry until it is back."""
     [worker] = workers.start(1, env={"EVALFLEET_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/absent"})
     assert "the database is not reachable yet" in worker.log()
+
+
+def test_a_worker_introduces_itself_in_one_line_without_celery_s_banner(redis_cluster, workers):
+    [worker] = workers.start(1, concurrency=3)
+    log = worker.log()
+    assert f"evalfleet worker {worker.name}@" in log and "ready; queues " in log and "concurrency 3" in log
+    assert "redis://127.0.0.1" in log
+    for noise in ("--uid", "-------------- ", "[config]", "celery@"):
+        assert noise not in log, noise
