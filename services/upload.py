@@ -14,6 +14,7 @@ from shared.cache_identity import inference_key, model_identity, score_key, task
 from shared.db import get_engine
 from shared.errors import SpecError, StoreError
 from shared.log import SampleRecord, TaskResultLog, read_task_result_log
+from shared.log.reader import LogError
 from shared.plan import ResolvedTaskSpec
 from shared.result_store import CachedInference, CachedScores, result_store
 from shared.samples import Sample, Selection, iter_selected
@@ -53,6 +54,8 @@ def load_uploaded_log(location: str, spec: ResolvedTaskSpec, selection: Selectio
                       needs_target: bool, file: str, field: str) -> TaskResultLog:
     try:
         log = read_task_result_log(location)
+    except LogError as exc:
+        raise SpecError(file, field, f"{location}: {exc.message}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

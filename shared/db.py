@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -156,6 +157,31 @@ tokens = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("last_used_at", DateTime(timezone=True), nullable=True),
+)
+
+# The result store's durable index (shared.result_store): its packs, and where the current entry
+# of each inference key is. Every pack also carries its own index, so both can be rebuilt from
+# the packs alone (`evalfleet store reindex`).
+store_packs = Table(
+    "store_packs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(120), nullable=False, unique=True),
+    Column("entries", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+store_entries = Table(
+    "store_entries",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("pack_id", Integer, nullable=False, index=True),
+    Column("offset", BigInteger, nullable=False),
+    Column("length", Integer, nullable=False),
+    # Orders the versions of one key (`update` replaces outputs): the newest wins everywhere.
+    Column("written_at", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 FINAL_STATUSES = ("success", "error", "cancelled")

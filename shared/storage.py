@@ -28,6 +28,12 @@ class BlobStore(Protocol):
 
     def list(self, prefix: str = "") -> Iterator[str]: ...
 
+    def read_range(self, relpath: str, start: int, size: int) -> bytes | None: ...
+
+    def delete(self, relpath: str) -> None: ...
+
+    def any_under(self, prefix: str) -> bool: ...
+
 
 def safe_relpath(relpath: str) -> str:
     """Refuse paths that would land outside the store's root."""
@@ -98,6 +104,28 @@ class LocalStore:
             if path.is_file() and not path.name.startswith("."):
                 yield path.relative_to(self.root).as_posix()
 
+    def read_range(self, relpath: str, start: int, size: int) -> bytes | None:
+        """Bytes [start, start + size) of a file (fewer at its end); None when it does not exist."""
+        try:
+            with open(self.uri(relpath), "rb") as handle:
+                handle.seek(start)
+                return handle.read(size)
+        except FileNotFoundError:
+            return None
+
+    def size(self, relpath: str) -> int | None:
+        try:
+            return os.path.getsize(self.uri(relpath))
+        except FileNotFoundError:
+            return None
+
+    def delete(self, relpath: str) -> None:
+        Path(self.uri(relpath)).unlink(missing_ok=True)
+
+    def any_under(self, prefix: str) -> bool:
+        base = self.root / safe_relpath(prefix)
+        return base.is_dir() and any(True for _ in base.iterdir())
+
 
 class S3Store:
     """Logs on S3 or any S3-compatible endpoint (boto3's standard configuration applies,
@@ -155,13 +183,37 @@ class S3Store:
             raise StoreError(f"cannot read {self.uri(relpath)}: {exc}") from exc
         return io.BufferedReader(_RawStream(body), 1024 * 1024)
 
-    def read_range(self, relpath: str, start: int, size: int) -> bytes:
-        """Bytes [start, start + size) of an object (fewer at its end): one ranged GET."""
+    def read_range(self, relpath: str, start: int, size: int) -> bytes | None:
+        """Bytes [start, start + size) of an object (fewer at its end): one ranged GET. None when
+        the object does not exist."""
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(relpath),
                                           Range=f"bytes={start}-{start + size - 1}")["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
         except Exception as exc:
             raise StoreError(f"cannot read {self.uri(relpath)}: {exc}") from exc
+
+    def size(self, relpath: str) -> int | None:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(relpath))["ContentLength"]
+        except Exception as exc:
+            if _status_of(exc) == 404:
+                return None
+            raise StoreError(f"cannot read {self.uri(relpath)}: {exc}") from exc
+
+    def delete(self, relpath: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(relpath))
+        except Exception as exc:
+            raise StoreError(f"cannot delete {self.uri(relpath)}: {exc}") from exc
+
+    def any_under(self, prefix: str) -> bool:
+        try:
+            found = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(prefix) + "/", MaxKeys=1)
+        except Exception as exc:
+            raise StoreError(f"cannot list {self.uri(prefix)}: {exc}") from exc
+        return bool(found.get("KeyCount"))
 
     def read_bytes(self, relpath: str) -> bytes | None:
         try:
@@ -184,6 +236,11 @@ class S3Store:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
             for item in page.get("Contents", []):
                 yield item["Key"][strip:]
+
+
+def _status_of(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None) or {}
+    return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
 def transient_s3_error(exc: BaseException) -> bool:

@@ -7,6 +7,7 @@ import json
 import click
 
 from services.cli.common import BadInput, EvalfleetError, apply_settings, fail, say, settings_options
+from services.cli.output import progress_bar
 
 
 @click.group()
@@ -70,17 +71,84 @@ def store() -> None:
     """Maintain the result store (cached model outputs and scores)."""
 
 
-@store.command()
-@settings_options
-def reindex(**options: str | None) -> None:
-    """Rebuild the Redis index of the result store from its durable blobs."""
+def _open_store():  # noqa: ANN202
     from shared.result_store import result_store
 
+    return result_store(auto_reindex=False)
+
+
+@store.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@settings_options
+def reindex(as_json: bool, **options: str | None) -> None:
+    """Rebuild the store's indexes (the database's, and Redis's when there is one) from its packs.
+    Entries of processes that stopped before packing them are packed first."""
+    from shared.store_upkeep import pack_names
+    from shared.store_upkeep import reindex as rebuild
+
     apply_settings(**options)
-    cache = result_store(auto_reindex=False)
-    if cache.redis is None:
-        raise BadInput("no Redis configured (EVALFLEET_REDIS_URL, or a redis:// broker): nothing to index")
-    say(f"indexed {cache.reindex()} cached results")
+    cache = _open_store()
+    with progress_bar("reindexing packs", total=len(pack_names(cache)), enabled=not as_json) as advance:
+        count = rebuild(cache, on_pack=advance)
+    if as_json:
+        click.echo(json.dumps({"entries": count}))
+        return
+    say(f"indexed {count} cached results")
+
+
+@store.command()
+@click.option("--min-dead", type=click.FloatRange(0.01, 1.0), default=0.5, show_default=True,
+              help="Rewrite packs in which at least this fraction of entries was superseded.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@settings_options
+def compact(min_dead: float, as_json: bool, **options: str | None) -> None:
+    """Rewrite the current entries of mostly superseded (or small) packs into full packs and
+    delete the old ones. Safe while runs are going on."""
+    from dataclasses import asdict
+
+    from shared.store_upkeep import compact as compact_store
+
+    apply_settings(**options)
+    done = compact_store(_open_store(), min_dead=min_dead)
+    if as_json:
+        click.echo(json.dumps(asdict(done)))
+        return
+    say(f"packs {done.packs_before} -> {done.packs_after} ({done.packs_deleted} deleted, {done.entries_moved} "
+        f"entries moved), bytes {done.bytes_before} -> {done.bytes_after}")
+
+
+@store.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@settings_options
+def migrate(as_json: bool, **options: str | None) -> None:
+    """Pack a store written with one file per entry (`results/`), then delete those files."""
+    from shared.store_upkeep import migrate as migrate_store
+
+    apply_settings(**options)
+    with progress_bar("packing entries", total=None, enabled=not as_json) as advance:
+        count = migrate_store(_open_store(), on_entry=advance)
+    if as_json:
+        click.echo(json.dumps({"entries": count}))
+        return
+    say(f"packed {count} entries")
+
+
+@store.command(name="stats")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@settings_options
+def store_stats(as_json: bool, **options: str | None) -> None:
+    """Packs, entries and bytes of the result store."""
+    from dataclasses import asdict
+
+    from shared.store_upkeep import stats
+
+    apply_settings(**options)
+    figures = stats(_open_store())
+    if as_json:
+        click.echo(json.dumps(asdict(figures)))
+        return
+    for name, value in asdict(figures).items():
+        click.echo(f"{name.replace('_', ' ')}: {value}")
 
 
 @click.command()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.table import Table
@@ -152,3 +154,20 @@ def finish(report: RunReport, as_json: bool, exit_code: int | None = None, show_
         if Console().is_terminal:
             show_benchmarks(report.run_id)
     sys.exit(exit_code if exit_code is not None else EXIT_OK if report.status == "success" else EXIT_FAILED)
+
+
+@contextmanager
+def progress_bar(description: str, *, total: int | None, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A transient bar on a terminal's stderr for long maintenance work; yields `advance(done)`,
+    which does nothing when the bar is off (`--json`, a pipe, CI)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from services.cli.common import err
+
+    if not (enabled and err.is_terminal):
+        yield lambda done: None
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda done: bar.update(task, completed=done)

@@ -32,7 +32,7 @@ from shared.log.models import (
     SampleRecord,
     TaskResultLog,
 )
-from shared.storage import S3Store, store_for
+from shared.storage import store_for
 
 HEAD_CHUNK = 64 * 1024
 SAMPLE_IDS_MARKER = b'\n"sample_ids": ['
@@ -71,14 +71,13 @@ def open_log(location: str) -> IO[bytes]:
 def _head_bytes(location: str, size: int) -> bytes:
     """The first `size` bytes of a log: a ranged GET on S3, a short read elsewhere."""
     directory, name = split_location(location)
-    store = store_for(directory)
-    if isinstance(store, S3Store):
-        try:
-            return store.read_range(name, 0, size)
-        except StoreError as exc:
-            raise LogError(location, f"cannot read: {exc}") from None
-    with open_log(location) as handle:
-        return handle.read(size)
+    try:
+        head = store_for(directory).read_range(name, 0, size)
+    except (OSError, StoreError) as exc:
+        raise LogError(location, f"cannot read: {exc}") from None
+    if head is None:
+        raise LogError(location, "no such file")
+    return head
 
 
 def read_log_header(location: str) -> LogHeader:
@@ -105,6 +104,11 @@ def _header_from(location: str, data: bytes) -> LogHeader:
     return _validate_header(location, document)
 
 
+def _first_line(exc: Exception) -> str:
+    """yajl's messages quote the document over several lines; a message is one line."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _check_version(location: str, document: Any) -> None:
     if not isinstance(document, dict) or "task_specification" not in document or "version" not in document:
         raise LogError(location, "not a task result log (no `version` and `task_specification`)")
@@ -118,7 +122,7 @@ def _check_version(location: str, document: Any) -> None:
 
 def _validate_header(location: str, document: dict[str, Any]) -> LogHeader:
     _check_version(location, document)
-    fields = {k: v for k, v in document.items() if k in LogHeader.model_fields}
+    fields = {k: v for k, v in document.items() if k not in ("sample_ids", "samples")}
     try:
         return LogHeader.model_validate(fields)
     except ValidationError as exc:
@@ -145,9 +149,9 @@ def _header_by_parsing(location: str) -> LogHeader:
                 if key == "version":
                     _check_version(location, {"version": value, "task_specification": None})
         except ijson.IncompleteJSONError as exc:
-            raise LogError(location, f"truncated or malformed JSON: {exc}") from None
+            raise LogError(location, f"truncated or malformed JSON: {_first_line(exc)}") from None
         except ijson.JSONError as exc:
-            raise LogError(location, f"not a task result log (malformed JSON: {exc})") from None
+            raise LogError(location, f"not a task result log (malformed JSON: {_first_line(exc)})") from None
     return _validate_header(location, document)
 
 
@@ -211,17 +215,18 @@ def _parsed_samples(location: str) -> Iterator[dict[str, Any]]:
         try:
             yield from ijson.items(handle, "samples.item", use_float=True)
         except ijson.IncompleteJSONError as exc:
-            raise LogError(location, f"truncated or malformed JSON: {exc}") from None
+            raise LogError(location, f"truncated or malformed JSON: {_first_line(exc)}") from None
         except ijson.JSONError as exc:
-            raise LogError(location, f"not a task result log (malformed JSON: {exc})") from None
+            raise LogError(location, f"not a task result log (malformed JSON: {_first_line(exc)})") from None
 
 
 def read_log(location: str, header_only: bool = False) -> TaskResultLog:
     """A whole log, validated against the schema; `header_only`: without `sample_ids` and
     `samples` (None), reading only the head of the file."""
-    header = read_log_header(location)
     if header_only:
-        return TaskResultLog(**dict(header), sample_ids=None, samples=None)
+        return TaskResultLog(**dict(read_log_header(location)), sample_ids=None, samples=None)
+    # A whole read checks every top-level field, also any written after the samples.
+    header = _header_by_parsing(location)
     samples = list(iter_samples(location))
     return TaskResultLog(**dict(header), sample_ids=[s.id for s in samples], samples=samples)
 

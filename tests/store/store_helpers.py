@@ -161,3 +161,14 @@ def assert_rejected(result: Any, run_file: Path, before: dict[str, int], spec_fi
     assert result.stdout.strip() == "", result.stdout
     assert table_counts() == before, "a rejected run file must register and submit nothing"
     return line
+
+
+def packed_keys_on_s3(s3: Any, prefix: str) -> set[str]:
+    """Inference keys held by the result store packs under an S3 prefix (read with the pack format)."""
+    from shared import packs
+
+    found: set[str] = set()
+    for key in s3.keys(prefix):
+        if key.endswith(".pack"):
+            found |= set(packs.entries_of(s3.get(key)))
+    return found

@@ -1,10 +1,12 @@
 """The result store in cluster mode: two `evalfleet worker` subprocesses on a Redis broker (a Redis
 database of the test's own, which is also the store's index), PostgreSQL, and a durable store in a
-local directory. Losing Redis (FLUSHDB: index and marker gone) costs no model call: lookups read
-the durable store through; `evalfleet store reindex` rebuilds the index and its marker."""
+local directory. Entries go to packs (a few hundred per object, not one file per sample). Losing
+Redis (FLUSHDB: index and marker gone) costs no model call: lookups read the packs through the
+database's durable index; `evalfleet store reindex` rebuilds the Redis index and its marker."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -13,22 +15,35 @@ from pathlib import Path
 import pytest
 from store_helpers import QA_ROWS, log_of, model_requests, sample_view, task_result, write_qa_run
 
-from shared import keys
+from shared import keys, packs
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(180)]
 N = len(QA_ROWS)
 
 
-def blob_files(store: Path) -> list[Path]:
-    """The durable store's entries, whatever its layout."""
-    return sorted(p for p in store.rglob("*.json") if not p.name.startswith("."))
+def packed_keys(store: Path) -> set[str]:
+    """Inference keys held by the packs of a store directory, read with the pack format alone."""
+    found: set[str] = set()
+    for path in (store / "packs").glob("*.pack"):
+        found |= set(packs.entries_of(path.read_bytes()))
+    return found
+
+
+def wait_until_packed(store: Path, expected: int, timeout: float = 30) -> set[str]:
+    """Packs are written a couple of seconds after the entries (the journal holds them meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = packed_keys(store)
+        journals = list((store / "journal").glob("*.journal")) if (store / "journal").exists() else []
+        if len(found) >= expected and not journals:
+            return found
+        assert time.monotonic() < deadline, (len(found), journals)
+        time.sleep(0.2)
 
 
 def entry_prefix() -> str:
     """The Redis key prefix of the index entry of one inference (layout of shared/keys.py)."""
-    if hasattr(keys, "cached_result"):
-        return keys.cached_result("")
-    return keys.cached_inference("")
+    return keys.cached_result("")
 
 
 def index_entries(client) -> set[str]:  # noqa: ANN001
@@ -53,14 +68,17 @@ def test_a_flushed_redis_index_reads_through_the_durable_store_and_reindex_resto
         assert report["status"] == "success", report
         return report, task_result(report, "qa"), log_of(report, "qa"), model_requests(fake_llm) - before
 
-    # 1. Cold: every sample calls the model; results land in the durable store and the index.
+    # 1. Cold: every sample calls the model; results land in the index at once and in packs (not
+    # one file per sample) within seconds.
     _, first, first_log, calls = run()
     assert calls == N
     assert (first["model_calls"], first["cache_hits"], first["errors"]) == (N, 0, 0)
-    stored = blob_files(store)
-    assert stored, "nothing reached the durable store"
     assert len(index_entries(redis_db.client)) == N
-    assert index_entries(redis_db.client) <= {p.stem for p in stored}
+    stored = wait_until_packed(store, N)
+    assert index_entries(redis_db.client) == stored
+    assert not list(store.rglob("*.json")), "entries must be packed, not written one file each"
+    pack_files = sorted((store / "packs").glob("*.pack"))
+    assert 1 <= len(pack_files) <= 2, pack_files  # one per worker at most for six samples
     workers_seen = {s["worker"].split("@")[0] for s in first_log["samples"]}
     assert workers_seen <= {"w1", "w2"} and workers_seen, workers_seen
 
@@ -74,7 +92,7 @@ def test_a_flushed_redis_index_reads_through_the_durable_store_and_reindex_resto
     assert [(s["cached"], s["model_calls"]) for s in second_log["samples"]] == [(True, 0)] * N
     assert second["metrics"] == first["metrics"]
     assert sample_view(second_log) == sample_view(first_log)
-    assert blob_files(store) == stored  # nothing was recomputed
+    assert packed_keys(store) == stored and sorted((store / "packs").glob("*.pack")) == pack_files
     # Read-through wrote what it read back into Redis, and a worker that met the incomplete index
     # rebuilt it in the background and marked it complete.
     assert len(index_entries(redis_db.client)) == N
@@ -85,8 +103,8 @@ def test_a_flushed_redis_index_reads_through_the_durable_store_and_reindex_resto
 
     # 3. `store reindex` copies every durable result into Redis and sets the marker.
     redis_db.client.flushdb()
-    reindexed = cli("store", "reindex", check=0)
-    assert f"indexed {len(stored)} cached results" in reindexed.stderr, reindexed
+    reindexed = cli("store", "reindex", "--json", check=0)
+    assert json.loads(reindexed.stdout) == {"entries": len(stored)}, reindexed
     assert redis_db.client.exists(keys.STORE_INDEX_COMPLETE)
     assert len(index_entries(redis_db.client)) == N
 

@@ -93,7 +93,7 @@ def test_linked_logs_recreate_the_run_on_a_fresh_installation_with_the_endpoint_
     use_fresh_installation(tmp_path / "fresh", monkeypatch)
 
     added = cli("add", "-f", run_file, check=0)
-    assert {"dataset\tqa-data", "model\tfake-gpt"} <= set(added.stdout.splitlines()), added
+    assert {"dataset\tqa-data\tcreated", "model\tfake-gpt\tcreated"} <= set(added.stdout.splitlines()), added
     assert table_counts()["runs"] == 0
 
     uploaded = cli("run", "-f", run_file, "--json", check=0).json()

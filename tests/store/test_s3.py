@@ -18,6 +18,7 @@ from store_helpers import (
     assert_rejected,
     model_requests,
     openai_model,
+    packed_keys_on_s3,
     qa_spec,
     read_log,
     run_document,
@@ -86,10 +87,9 @@ def test_the_result_store_on_s3_serves_a_second_run(tmp_path, cli, fake_llm, s3,
     first = task_result(cli("run", "-f", path, "--json", check=0).json(), "qa")
     assert model_requests(fake_llm) == N and first["model_calls"] == N
     stored = s3.keys("cache/store/")
-    assert len(stored) >= N, stored  # one entry per sample at least, whatever the layout
-    for key in stored:
-        assert re.fullmatch(r"cache/store/[a-z]+/([0-9a-f]{2})/\1[0-9a-f]{62}\.json", key), key
-        json.loads(s3.get(key))
+    assert len(packed_keys_on_s3(s3, "cache/store/")) == N, stored
+    assert len(stored) == 1, stored  # one pack, not one object per sample
+    assert re.fullmatch(r"cache/store/packs/[0-9]{20}-[\w.-]+\.pack", stored[0]), stored
     assert not (tmp_path / ".evalfleet" / "store").exists()
 
     second = task_result(cli("run", "-f", path, "--json", check=0).json(), "qa")
@@ -159,7 +159,7 @@ def test_a_log_on_s3_under_the_log_dir_or_store_is_accepted(handover, cli, s3, m
     assert (qa["model_calls"], qa["done"]) == (0, N)
     assert sample_view(read_log(qa["log_path"])) == sample_view(source)
     assert url.startswith(s3.url("store/"))
-    assert len([k for k in s3.keys("store/") if not k.startswith("store/handover/")]) >= N  # joined the store
+    assert len(packed_keys_on_s3(s3, "store/packs/")) == N  # joined the store
 
 
 @pytest.mark.parametrize("where", ["elsewhere in the bucket", "a sibling prefix", "another bucket",
