@@ -8,13 +8,12 @@ Tokens are estimated: input as a quarter of the prompt's characters, output as t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel
 
 from services.resolver import ResolvedRunFile, ResolvedSpec
-from shared.samples import iter_selected
+from shared.samples import chunks, iter_selected
 
 OUTPUT_TOKENS_GUESS = 100
 LOOKUP_BATCH = 200
@@ -34,22 +33,12 @@ class SpecPlan(BaseModel):
     output_tokens_from: str
 
 
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _prompt_chars(prompt: Any) -> int:
     return len(prompt) if isinstance(prompt, str) else sum(len(m.content) for m in prompt)
 
 
 def plan_spec(item: ResolvedSpec, cache_policy: str) -> SpecPlan:
+    from shared.log import SampleRecord
     from workers.sample import cache_keys, cached_samples, execution_of
 
     spec = item.spec
@@ -63,10 +52,10 @@ def plan_spec(item: ResolvedSpec, cache_policy: str) -> SpecPlan:
     cached = calls = input_chars = 0
     cached_output_tokens = []
     selected = iter_selected(spec.dataset, item.selection, needs_input=item.needs_input, needs_target=item.needs_target)
-    for chunk in _chunks(selected, LOOKUP_BATCH):
+    for chunk in chunks(selected, LOOKUP_BATCH):
         records = cached_samples(execution, chunk)
         for (_, sample), record in zip(chunk, records, strict=True):
-            if record is not None:
+            if isinstance(record, SampleRecord):
                 cached += 1
                 if record.usage is not None:
                     cached_output_tokens.append(record.usage.output_tokens)

@@ -1,5 +1,5 @@
-"""The progress display of `evalfleet run` and `retry` on a terminal: samples enqueued while the
-submitter streams the datasets, then samples done, the rate and the errors while workers run."""
+"""The progress display of `evalfleet run` and `retry` on a terminal: samples done, queued (the
+submitter feeds a window at a time while workers run), the rate and the errors."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ from services.runs import RunReport
 
 
 class RunProgress:
-    """A context manager; `enqueued(n)` and `update(report)` are safe to call when disabled."""
+    """A context manager; `enqueued(n)` and `update(report)` are safe to call when disabled (and
+    from the feeding thread). One bar: samples done out of the total, with how many are queued
+    (samples go out a window at a time while results come in), the rate and the errors."""
 
     def __init__(self, console: Console, enabled: bool, total: int | None = None, label: str = "run"):
         self.enabled = enabled and console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[queued]} queued"),
             TextColumn("{task.fields[rate]:.0f} samples/s"), TextColumn("[red]{task.fields[errors]} errors"),
             TimeElapsedColumn(), console=console, transient=True,
         )
@@ -23,8 +26,9 @@ class RunProgress:
         self._stopped = False
         self.total = total
         self.label = label
-        self.submitting: TaskID | None = None
-        self.running: TaskID | None = None
+        self.task: TaskID | None = None
+        self.sent = 0
+        self.done = 0
 
     def __enter__(self) -> RunProgress:
         if self.enabled:
@@ -44,24 +48,21 @@ class RunProgress:
         self.console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     def enqueued(self, sent: int) -> None:
-        if not self.enabled:
-            return
-        if self.submitting is None:
-            self.submitting = self.progress.add_task(f"{self.label}: submitting", total=self.total, rate=0.0,
-                                                     errors=0)
-        elapsed = self._elapsed(self.submitting)
-        self.progress.update(self.submitting, completed=sent, rate=sent / elapsed if elapsed else 0.0)
+        """Samples handed to the broker (or served from the result store) so far."""
+        self.sent = sent
+        if self.enabled:
+            self._show(self.label, self.total)
 
     def update(self, report: RunReport) -> None:
-        if not self.enabled:
-            return
-        if self.running is None:
-            if self.submitting is not None:
-                self.progress.remove_task(self.submitting)
-            self.running = self.progress.add_task(report.evaluation, total=report.total, rate=0.0, errors=0)
-        elapsed = self._elapsed(self.running)
-        self.progress.update(self.running, completed=report.done, errors=report.errors,
-                             rate=report.done / elapsed if elapsed else 0.0)
+        self.done = report.done
+        if self.enabled:
+            self._show(report.evaluation, report.total, report.errors)
 
-    def _elapsed(self, task_id: TaskID) -> float:
-        return next((t.elapsed or 0.0 for t in self.progress.tasks if t.id == task_id), 0.0)
+    def _show(self, description: str, total: int | None, errors: int | None = None) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task(description, total=total, rate=0.0, errors=0, queued=0)
+        elapsed = next((t.elapsed or 0.0 for t in self.progress.tasks if t.id == self.task), 0.0)
+        fields = {"queued": max(0, self.sent - self.done), "rate": self.done / elapsed if elapsed else 0.0}
+        if errors is not None:
+            fields["errors"] = errors
+        self.progress.update(self.task, completed=self.done, total=total, description=description, **fields)

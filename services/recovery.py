@@ -69,10 +69,11 @@ def requeue_missing_samples(run_id: str, only: dict[int, set[int]] | None = None
     result yet (with `only`: just those positions, by task result id)."""
     t = task_results.c
     with get_engine().connect() as connection:
-        unfinished = connection.execute(select(t.id, t.plan).where(t.run_id == run_id, t.status == "running")).all()
+        unfinished = connection.execute(select(t.id, t.plan, t.enqueued).where(
+            t.run_id == run_id, t.status == "running")).all()
     sent = 0
     with SampleSender() as sender:
-        for task_result_id, plan in unfinished:
+        for task_result_id, plan, enqueued in unfinished:
             if only is not None and not only.get(task_result_id):
                 continue
             spec = ResolvedTaskSpec.model_validate_json(plan)
@@ -81,6 +82,8 @@ def requeue_missing_samples(run_id: str, only: dict[int, set[int]] | None = None
             for position, sample in iter_selected(spec.dataset, selected.selection,
                                                   needs_input=selected.needs_input,
                                                   needs_target=selected.needs_target):
+                if enqueued is not None and position >= enqueued:
+                    break  # its feeder has not got this far: it sends the rest itself
                 if position in recorded or (only is not None and position not in only[task_result_id]):
                     continue
                 sender.send(task_result_id, position, sample.model_dump(mode="json"), queue_for(spec))
@@ -114,7 +117,7 @@ class UnheldSamples:
         with get_engine().connect() as connection:
             if connection.execute(select(runs.c.status).where(runs.c.id == self.run_id)).scalar() == CANCELLING:
                 return 0
-            stalled = connection.execute(select(t.id, t.plan, t.total, t.done).where(
+            stalled = connection.execute(select(t.id, t.plan, t.total, t.enqueued).where(
                 t.run_id == self.run_id, t.status == "running", t.done < t.total,
                 or_(t.progress_at < horizon, and_(t.progress_at.is_(None), t.started_at < horizon)),
             )).all()
@@ -123,13 +126,14 @@ class UnheldSamples:
             return 0
         holding = _held_positions()
         confirmed: dict[int, set[int]] = {}
-        for task_result_id, plan, total, _done in stalled:
+        for task_result_id, plan, total, enqueued in stalled:
             queue = queue_for(ResolvedTaskSpec.model_validate_json(plan))
             carried = pending_samples(queue)
             if carried is None and queue_depth(queue):
                 self._seen.pop(task_result_id, None)
                 continue  # work is waiting in the queue; if no worker takes it, `run` says so
-            missing = (set(range(total)) - _recorded_positions(task_result_id) - holding.get(task_result_id, set())
+            fed = total if enqueued is None else min(total, enqueued)
+            missing = (set(range(fed)) - _recorded_positions(task_result_id) - holding.get(task_result_id, set())
                        - (carried or {}).get(task_result_id, set()))
             if not missing:
                 self._seen.pop(task_result_id, None)
@@ -152,12 +156,16 @@ _sweepers: dict[str, UnheldSamples] = {}
 
 
 @app.task(name=SWEEP_TASK, ignore_result=True)
-def sweep_task() -> int:
+def sweep_task(worker: str = "recovery") -> int:
     """What each worker runs every SWEEP_EVERY_S (workers.heartbeat), so that runs nobody waits
-    for (submitted with --detach) are recovered too; one process at a time does it."""
+    for (submitted with --detach) are recovered too; one process at a time does it. It also
+    takes over the feeding of runs whose feeder went quiet (services.feeding)."""
+    from services.feeding import take_over_stale_feeding
+
     with exclusive("recovery") as held:
         if not held:
             return 0
+        take_over_stale_feeding(worker)
         with get_engine().connect() as connection:
             running = connection.execute(select(runs.c.id).where(runs.c.status == "running")).scalars().all()
         for gone in set(_sweepers) - set(running):

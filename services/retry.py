@@ -8,13 +8,14 @@ produced it is not needed, only the dataset its specification names."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 
 from sqlalchemy import select
 
 from services.overrides import Overrides
 from services.resolver import ResolvedSpec, select_for
-from services.submitter import ProgressCallback, create_run, enqueue_samples, fail_submission
+from services.submitter import ProgressCallback, create_run, enqueue_samples, fail_submission, feeder_name
 from shared.db import get_engine, runs, sample_results, task_results
 from shared.errors import RunNotFound
 from shared.log import SampleRecord
@@ -33,16 +34,17 @@ def is_log_location(source: str) -> bool:
 
 
 def retry_run(source: str, on_progress: ProgressCallback | None = None,
-              on_created: Callable[[str], None] | None = None, overrides: Overrides | None = None) -> str:
+              on_created: Callable[[str], None] | None = None, overrides: Overrides | None = None,
+              stop: threading.Event | None = None) -> str:
     """Start the retry of a run (by id) or of one log (by path or URL); returns the new run's id.
     `overrides`: execution changes (--max-connections) for the retry."""
     if is_log_location(source):
-        return _retry_log(source, on_progress, on_created, overrides)
-    return _retry_run(source, on_progress, on_created, overrides)
+        return _retry_log(source, on_progress, on_created, overrides, stop)
+    return _retry_run(source, on_progress, on_created, overrides, stop)
 
 
 def _retry_run(old_run_id: str, on_progress: ProgressCallback | None, on_created: Callable[[str], None] | None,
-               overrides: Overrides | None) -> str:
+               overrides: Overrides | None, stop: threading.Event | None) -> str:
     with get_engine().connect() as connection:
         plan = connection.execute(select(runs.c.plan).where(runs.c.id == old_run_id)).scalar_one_or_none()
         if plan is None:
@@ -52,11 +54,12 @@ def _retry_run(old_run_id: str, on_progress: ProgressCallback | None, on_created
     evaluation = ResolvedEvaluation.model_validate_json(plan)
     specs = [select_for(spec) for spec in evaluation.task_specifications]
     sources = {item.spec.key: _successful_rows(old_ids[item.spec.key]) for item in specs if item.spec.key in old_ids}
-    return _start(evaluation, specs, old_run_id, sources, on_progress, on_created, overrides)
+    return _start(evaluation, specs, old_run_id, sources, on_progress, on_created, overrides, stop)
 
 
 def _retry_log(location: str, on_progress: ProgressCallback | None,
-               on_created: Callable[[str], None] | None, overrides: Overrides | None) -> str:
+               on_created: Callable[[str], None] | None, overrides: Overrides | None,
+               stop: threading.Event | None) -> str:
     header = read_log_header(location)
     spec = header.task_specification
     evaluation = ResolvedEvaluation(
@@ -76,17 +79,17 @@ def _retry_log(location: str, on_progress: ProgressCallback | None,
 
     successful = ([(sample, group(sample))] for sample in iter_samples(location) if sample.error is None)
     return _start(evaluation, [item], header.run_id, {spec.key: _batches(successful)}, on_progress, on_created,
-                  overrides)
+                  overrides, stop)
 
 
 def _start(evaluation: ResolvedEvaluation, specs: list[ResolvedSpec], retry_of: str,
            sources: dict[str, Iterable[list[tuple[SampleRecord, str | None]]]],
            on_progress: ProgressCallback | None, on_created: Callable[[str], None] | None,
-           overrides: Overrides | None = None) -> str:
+           overrides: Overrides | None = None, stop: threading.Event | None = None) -> str:
     if overrides is not None:
         specs = overrides.apply_resolved(specs)
         evaluation = evaluation.model_copy(update={"task_specifications": [s.spec for s in specs]})
-    run_id, new_ids = create_run(evaluation, specs, retry_of=retry_of)
+    run_id, new_ids = create_run(evaluation, specs, retry_of=retry_of, feeder=feeder_name())
     if on_created is not None:
         on_created(run_id)
     for item, new_id in zip(specs, new_ids, strict=True):
@@ -97,7 +100,7 @@ def _start(evaluation: ResolvedEvaluation, specs: list[ResolvedSpec], retry_of: 
             for claimed in record_results(get_engine(), pending):
                 dispatch_aggregation(claimed, item.spec)
     try:
-        enqueue_samples(specs, new_ids, evaluation.cache_policy, on_progress, skip_recorded=True)
+        enqueue_samples(run_id, specs, new_ids, evaluation.cache_policy, on_progress, skip_recorded=True, stop=stop)
     except Exception as exc:  # noqa: BLE001 - kombu's broker errors
         fail_submission(run_id, exc)
     return run_id

@@ -63,6 +63,10 @@ runs = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
     # The evaluation's tags, comma-separated with a comma at each end, for `LIKE '%,tag,%'`.
     Column("tags", Text, nullable=True),
+    # The process enqueuing the run's samples (services.feeding) and its last heartbeat; a
+    # worker takes over the feeding of a run whose feeder went quiet.
+    Column("feeder", String(250), nullable=True),
+    Column("fed_at", DateTime(timezone=True), nullable=True),
 )
 
 task_results = Table(
@@ -100,6 +104,9 @@ task_results = Table(
     # The star metric met its threshold (None: no star metric, or not finished).
     Column("pass_status", Boolean, nullable=True),
     Column("model_key", String(250), nullable=True),
+    # Samples at selection positions below this were enqueued (or recorded at submission); None:
+    # all of them. Recovery never enqueues a sample the feeder has not reached yet.
+    Column("enqueued", Integer, nullable=True),
 )
 
 sample_results = Table(
@@ -230,7 +237,10 @@ def _create_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        # A pool large enough for every thread that reads at once (the result writer, store lookups
+        # and packs, the feeder, progress): a connection opened past it costs its pragmas each time.
+        engine = create_engine(url, pool_size=16, max_overflow=32,
+                               connect_args={"timeout": 60, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001

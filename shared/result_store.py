@@ -23,10 +23,12 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
+import queue
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -81,6 +83,16 @@ class StoreEntry(BaseModel):
 Found = tuple[CachedInference | None, CachedScores | None]
 
 
+class StoreWrite(NamedTuple):
+    """One `save`: see ResultStore.save."""
+
+    inference_key: str
+    inference: CachedInference
+    score_key: str
+    scores: CachedScores | None
+    known: bool = False
+
+
 def pack_path(name: str) -> str:
     return f"packs/{name}.pack"
 
@@ -118,6 +130,7 @@ class ResultStore:
         self._next_orphan_check = 0.0
         self._legacy: bool | None = None
         self._set_if_newer = redis.register_script(_SET_IF_NEWER) if redis is not None else None
+        self._lookups = _Lookups(self)
         if self.auto_reindex:
             self._ensure_index()
 
@@ -132,8 +145,12 @@ class ResultStore:
     # -- reading ------------------------------------------------------------------------------
 
     def lookup(self, inference_key: str, score_key: str) -> Found:
-        """The cached output of a sample and, if computed before, its scores under `score_key`."""
-        return self.lookup_many([(inference_key, score_key)])[0]
+        """The cached output of a sample and, if computed before, its scores under `score_key`.
+        Concurrent lookups of a process's threads share one round trip (`_Lookups`)."""
+        unpacked = self._unpacked.get(inference_key)
+        if unpacked is not None:
+            return _found(_parse(unpacked[1]), score_key)
+        return self._lookups.lookup(inference_key, score_key)
 
     def lookup_many(self, pairs: list[tuple[str, str]]) -> list[Found]:
         """`lookup` for many samples at once: one Redis round trip (or one index query) for all."""
@@ -197,17 +214,37 @@ class ResultStore:
     def durable_entries(self, inference_keys: list[str]) -> dict[str, tuple[int, StoreEntry]]:
         """Entries from the packs (one index query, one ranged read per pack involved), and from
         a store written before packs existed. Key -> (written_at, entry)."""
-        located = store_index.locate(self.engine, inference_keys)
+        found: dict[str, tuple[int, StoreEntry]] = {}
+        wanted_keys = inference_keys
+        # A pack compacted away between the index query and the read: its entries are in a newer
+        # pack by then, so the index is asked once more for them.
+        for _ in range(2):
+            gone = self._read_located(store_index.locate(self.engine, wanted_keys), found)
+            if not gone:
+                break
+            wanted_keys = gone
+        missing = [key for key in inference_keys if key not in found]
+        if missing and self._has_legacy():
+            for key in missing:
+                entry = _parse(self.blobs.read_bytes(legacy_path(key)))
+                if entry is not None:
+                    found[key] = (0, entry)
+        return found
+
+    def _read_located(self, located: dict[str, store_index.Location],
+                      found: dict[str, tuple[int, StoreEntry]]) -> list[str]:
+        """Read located entries into `found`; returns the keys whose pack no longer exists."""
         by_pack: dict[str, list[tuple[str, store_index.Location]]] = defaultdict(list)
         for key, location in located.items():
             by_pack[location.pack].append((key, location))
-        found: dict[str, tuple[int, StoreEntry]] = {}
+        gone: list[str] = []
         for pack, wanted in by_pack.items():
             start = min(location.offset for _, location in wanted)
             end = max(location.offset + location.length for _, location in wanted)
             span = self.blobs.read_range(pack_path(pack), start, end - start)
             if span is None:
-                continue  # compacted away just now: the next lookup finds the entry's new pack
+                gone += [key for key, _ in wanted]
+                continue
             for key, location in wanted:
                 frame = span[location.offset - start:location.offset - start + location.length]
                 try:
@@ -218,13 +255,7 @@ class ResultStore:
                     logger.warning("ignoring an unreadable entry of pack %s", pack)
                     continue
                 found[key] = (location.written_at, entry)
-        missing = [key for key in inference_keys if key not in found]
-        if missing and self._has_legacy():
-            for key in missing:
-                entry = _parse(self.blobs.read_bytes(legacy_path(key)))
-                if entry is not None:
-                    found[key] = (0, entry)
-        return found
+        return gone
 
     def _has_legacy(self) -> bool:
         if self._legacy is None:
@@ -239,21 +270,32 @@ class ResultStore:
         `known`: the output may be cached already; if it is the same output, the new scores join
         the ones there, otherwise the entry is replaced (scores belong to the output they were
         computed from)."""
-        entry = self.entry(inference_key) if known else None
-        if entry is None or entry.inference.output != inference.output:
-            entry = StoreEntry(inference=inference)
-        if scores is not None:
-            entry.scores[score_key] = scores
-        self.put(inference_key, entry)
+        self.save_many([StoreWrite(inference_key, inference, score_key, scores, known)])
 
-    def put(self, inference_key: str, entry: StoreEntry) -> None:
+    def save_many(self, writes: list[StoreWrite]) -> None:
+        """`save` for many entries at once: one journal write and one Redis round trip."""
+        entries: list[tuple[str, StoreEntry]] = []
+        for write in writes:
+            entry = self.entry(write.inference_key) if write.known else None
+            if entry is None or entry.inference.output != write.inference.output:
+                entry = StoreEntry(inference=write.inference)
+            if write.scores is not None:
+                entry.scores[write.score_key] = write.scores
+            entries.append((write.inference_key, entry))
+        self.put_many(entries)
+
+    def put_many(self, entries: list[tuple[str, StoreEntry]]) -> None:
         written_at = time.time_ns()
-        raw = entry.model_dump_json().encode()
+        lines = [(key, written_at, entry.model_dump_json().encode()) for key, entry in entries]
         with self._unpacked_lock:
-            self._unpacked[inference_key] = (written_at, raw)
-        pending = self.journal.append(inference_key, written_at, raw)
+            for key, at, raw in lines:
+                self._unpacked[key] = (at, raw)
+        pending = self.journal.append_many(lines)
         if self.redis is not None:
-            self._index(inference_key, written_at, entry)
+            pipe = self.redis.pipeline(transaction=False)
+            for key, entry in entries:
+                self._index(key, written_at, entry, pipe)
+            pipe.execute()
         self._start_packer()
         if pending >= PACK_ENTRIES:
             self._wake.set()
@@ -266,6 +308,12 @@ class ResultStore:
                            client=pipe if pipe is not None else self.redis)
 
     # -- packing ------------------------------------------------------------------------------
+
+    def start_packing(self) -> None:
+        """Start the packer now (a worker at start: it packs journals that stopped processes
+        left on this host, without waiting for a first sample)."""
+        self._start_packer()
+        self._wake.set()
 
     def _start_packer(self) -> None:
         if self._packer is None:
@@ -373,6 +421,60 @@ class ResultStore:
                     self.redis.delete(keys.STORE_REINDEX_LOCK)
 
             threading.Thread(target=refill, name="evalfleet-store-reindex", daemon=True).start()
+
+
+class _Lookup:
+    __slots__ = ("done", "error", "pair", "result")
+
+    def __init__(self, pair: tuple[str, str]):
+        self.pair = pair
+        self.done = threading.Event()
+        self.result: Found = (None, None)
+        self.error: BaseException | None = None
+
+
+class _Lookups:
+    """Lookups of concurrent threads, answered together: one thread takes whatever is waiting
+    (no lingering: alone, a lookup goes at once) and makes one `lookup_many` of it. A worker's
+    samples then cost a Redis round trip or an index query per batch, not per sample."""
+
+    MAX_BATCH = 500
+
+    def __init__(self, store: ResultStore):
+        self.store = store
+        self._queue: queue.SimpleQueue[_Lookup] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def lookup(self, inference_key: str, score_key: str) -> Found:
+        request = _Lookup((inference_key, score_key))
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="evalfleet-store-lookups", daemon=True)
+                    self._thread.start()
+        self._queue.put(request)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                for request, result in zip(batch, self.store.lookup_many([r.pair for r in batch]), strict=True):
+                    request.result = result
+            except BaseException as exc:  # noqa: BLE001 - each caller decides what a failed lookup means
+                for request in batch:
+                    request.error = exc
+            for request in batch:
+                request.done.set()
 
 
 def _found(entry: StoreEntry | None, score_key: str) -> Found:

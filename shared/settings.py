@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         "handing them back to the broker.",
     )
     result_batch_size: int = Field(200, ge=1, description="Sample results committed per transaction.")
+    submit_window: int = Field(
+        10_000, ge=0, description="Samples a run may have in flight (enqueued, not yet recorded); the submitter "
+        "enqueues more as results come in, so memory and broker size stay flat. Raised to twice what the live "
+        "workers can hold when that is more. 0: no limit (everything is enqueued at once).",
+    )
     data_roots: str = Field(
         "", description="Comma-separated directories of the server whose datasets a run file submitted over HTTP "
         "may read (s3://, inline rows and registered datasets are always allowed). Empty: none.",

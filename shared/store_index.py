@@ -34,8 +34,8 @@ def _insert(engine: Engine):  # noqa: ANN202
 
 
 def record_pack(engine: Engine, name: str, index: dict[str, Located], size: int) -> None:
-    """Register a pack just written and point its keys at it, unless a key already points at a
-    newer entry. One transaction: a pack is indexed whole or not at all."""
+    """Register a pack just written and point its keys at it, unless a key already points at the
+    same or a newer entry. One transaction: a pack is indexed whole or not at all."""
     insert = _insert(engine)
     with engine.begin() as connection:
         pack_id = connection.execute(
@@ -54,7 +54,9 @@ def _point(connection, insert, pack_id: int, index: dict[str, Located]) -> None:
         index_elements=["key"],
         set_={"pack_id": statement.excluded.pack_id, "offset": statement.excluded.offset,
               "length": statement.excluded.length, "written_at": statement.excluded.written_at},
-        where=statement.excluded.written_at >= store_entries.c.written_at,
+        # Strictly newer: the same entry found again (a reindex reading a pack that compaction
+        # just copied) never moves a key back.
+        where=statement.excluded.written_at > store_entries.c.written_at,
     )
     rows = [{"key": key, "pack_id": pack_id, "offset": offset, "length": length, "written_at": at}
             for key, (offset, length, at) in sorted(index.items())]

@@ -56,12 +56,18 @@ class Journal:
 
     def append(self, key: str, written_at: int, entry: bytes) -> int:
         """Write one entry through to the file; returns how many the open file holds."""
-        line = b'{"k":"%s","at":%d,"e":%s}\n' % (key.encode(), written_at, entry)
+        return self.append_many([(key, written_at, entry)])
+
+    def append_many(self, entries: list[tuple[str, int, bytes]]) -> int:
+        """Write entries through to the file in one write; returns how many the open file holds."""
+        data = b"".join(b'{"k":"%s","at":%d,"e":%s}\n' % (key.encode(), at, entry) for key, at, entry in entries)
         with self._lock:
             if self._fd is None:
                 self._open()
-            os.write(self._fd, line)  # type: ignore[arg-type]
-            self._entries.append((key, written_at, entry))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]  # type: ignore[arg-type]
+            self._entries.extend(entries)
             return len(self._entries)
 
     def _open(self) -> None:

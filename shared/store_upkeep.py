@@ -31,7 +31,17 @@ def reindex(store: ResultStore, on_pack: Progress | None = None) -> int:
     store.flush()
     started_ns = time.time_ns()
     names = pack_names(store)
-    for number, name in enumerate(names, 1):
+    done: set[str] = set()
+    todo = list(names)
+    number = 0
+    while todo:
+        name = todo.pop(0)
+        done.add(name)
+        number += 1
+        if not todo:
+            # Packs written since the listing (compaction moves entries into new packs before it
+            # deletes the old ones): indexed too, so nothing is left out of a complete index.
+            todo = [later for later in pack_names(store) if later not in done]
         data = store.blobs.read_bytes(pack_path(name))
         if data is None:
             continue  # compacted away since the listing

@@ -4,7 +4,9 @@ results go to the database, which is the single account of every sample."""
 
 from __future__ import annotations
 
+import itertools
 import re
+import uuid
 from contextlib import ExitStack
 
 from celery import Celery
@@ -102,22 +104,34 @@ class SampleSender:
     def __init__(self) -> None:
         self._stack = ExitStack()
         self._declared: set[str] = set()
+        self._batch = None
+        # Task ids unique across senders without a uuid4 (and its system call) per message.
+        self._id_prefix = uuid.uuid4().hex
+        self._sequence = itertools.count()
 
     def __enter__(self) -> SampleSender:
         self.producer = self._stack.enter_context(app.producer_or_acquire())
         batch = getattr(self.producer, "batch", None)  # kombu >= 5.7; other transports send at once
         if batch is not None:
-            self._stack.enter_context(batch(PUBLISH_BATCH))
+            self._batch = self._stack.enter_context(batch(PUBLISH_BATCH))
         return self
+
+    def flush(self) -> None:
+        """Publish what the current batch holds now."""
+        if self._batch is not None:
+            self._batch.flush()
 
     def __exit__(self, *exc: object) -> None:
         self._stack.__exit__(*exc)
 
-    def send(self, task_result_id: int, position: int, sample: dict, queue: str) -> None:
+    def send(self, task_result_id: int, position: int, sample: dict, queue: str, checked: bool = False) -> None:
+        """`checked`: the sample was just looked up in the result store and is not there."""
         if queue not in self._declared:
             self.producer.maybe_declare(app.amqp.queues[queue])
             self._declared.add(queue)
-        app.send_task(SAMPLE_TASK, args=[task_result_id, position, sample], queue=queue, producer=self.producer,
+        args = [task_result_id, position, sample, True] if checked else [task_result_id, position, sample]
+        app.send_task(SAMPLE_TASK, args=args, queue=queue, producer=self.producer,
+                      task_id=f"{self._id_prefix}-{next(self._sequence)}",
                       declare=[], argsrepr=f"[{task_result_id}, {position}, ...]", kwargsrepr="{}")
 
 

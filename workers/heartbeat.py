@@ -92,7 +92,7 @@ class Heartbeat:
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + SWEEP_EVERY_S
                 try:
-                    app.tasks[SWEEP_TASK]()  # in this process, not through the broker
+                    app.tasks[SWEEP_TASK](self.name)  # in this process, not through the broker
                 except Exception as exc:  # noqa: BLE001 - the next sweep tries again
                     logger.warning("recovery sweep failed: %s", exc)
             self._stop.wait(HEARTBEAT_S)

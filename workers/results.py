@@ -33,6 +33,9 @@ class PendingResult:
     group_key: str | None
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    # What the sample adds to the result store (shared.result_store.StoreWrite), written with the
+    # batch before its commit.
+    store_write: object | None = None
 
 
 class _Statements:
@@ -218,21 +221,24 @@ def claim_aggregation(connection, task_result_id: int, *, complete_only: bool = 
 
 
 class ResultWriter:
-    """A background thread that commits the results of concurrent samples in batches. `record`
-    returns once the sample is durable, so the task's late acknowledgement comes after it."""
+    """A background thread that commits the results of concurrent samples in batches, each after
+    the batch's result store writes (`before_commit`). `record` returns once the sample is
+    durable, so the task's late acknowledgement comes after it."""
 
     def __init__(self, engine: Engine, batch_size: int, on_claimed: Callable[[int], None],
-                 linger_s: float = 0.002):
+                 linger_s: float = 0.002, before_commit: Callable[[list], None] | None = None):
         self.engine = engine
         self.batch_size = batch_size
         self.linger_s = linger_s
         self.on_claimed = on_claimed
+        self.before_commit = before_commit
         self._queue: queue.SimpleQueue[PendingResult] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="evalfleet-result-writer", daemon=True)
         self._thread.start()
 
-    def record(self, task_result_id: int, record: SampleRecord, group_key: str | None) -> None:
-        pending = PendingResult(task_result_id, record, group_key)
+    def record(self, task_result_id: int, record: SampleRecord, group_key: str | None,
+               store_write: object | None = None) -> None:
+        pending = PendingResult(task_result_id, record, group_key, store_write=store_write)
         self._queue.put(pending)
         pending.done.wait()
         if pending.error is not None:
@@ -248,6 +254,12 @@ class ResultWriter:
                     batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
+            writes = [pending.store_write for pending in batch if pending.store_write is not None]
+            if writes and self.before_commit is not None:
+                # The batch's cache entries are durable before its results are committed, and
+                # those before any of its messages is acknowledged: one journal write and one
+                # Redis round trip for the whole batch.
+                self.before_commit(writes)
             claimed = record_each(self.engine, batch)
             failed = sum(pending.error is not None for pending in batch)
             if failed:

@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery.exceptions import Reject
 from redis.exceptions import RedisError
@@ -24,7 +24,7 @@ from shared.log import SampleError, SampleRecord, TokenUsage
 from shared.outages import OutageBudgetExceeded, through_outages
 from shared.plan import ResolvedTaskSpec
 from shared.redact import scrub
-from shared.result_store import CachedInference, CachedScores, reset_result_store, result_store
+from shared.result_store import CachedInference, CachedScores, StoreWrite, reset_result_store, result_store
 from shared.samples import Prompt, Sample
 from shared.settings import get_settings
 from workers.app import SAMPLE_TASK, app, dispatch_aggregation
@@ -120,9 +120,17 @@ def execution_of(spec: ResolvedTaskSpec, cache_policy: str, *, task_result_id: i
     )
 
 
-def evaluate_sample(execution: Execution, sample: Sample, position: int, worker: str | None
-                    ) -> tuple[SampleRecord, str | None]:
-    """Run one sample through prompt, model and scorers; failures become the sample's error."""
+class Evaluated(NamedTuple):
+    record: SampleRecord
+    group_key: str | None
+    store_write: StoreWrite | None = None
+
+
+def evaluate_sample(execution: Execution, sample: Sample, position: int, worker: str | None,
+                    checked: bool = False) -> Evaluated:
+    """Run one sample through prompt, model and scorers; failures become the sample's error.
+    `checked`: the submitter looked the sample up in the result store moments ago and found
+    nothing, so it is not looked up again."""
     task = execution.task
     started_at = now()
     prompt = output = None
@@ -132,12 +140,13 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
     scores = {}
     error = None
     cached = False
+    store_write = None
     try:
         if execution.provider is None:
             scores = task.score(sample, output)
         else:
             prompt, ikey, skey = cache_keys(execution, sample)
-            hit, hit_scores = _lookup(ikey, skey) if execution.reads_cache else (None, None)
+            hit, hit_scores = _lookup(ikey, skey) if execution.reads_cache and not checked else (None, None)
             if hit is not None:
                 cached = True
                 output, usage, latency_ms = hit.output, hit.usage, hit.latency_ms
@@ -154,8 +163,8 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
             finally:
                 # Saved even when scoring fails: the model call is paid for either way.
                 if execution.writes_cache and (hit is None or (scores and hit_scores is None)):
-                    _save(ikey, hit or new_inference, skey, CachedScores(scores=scores) if scores else None,
-                          known=hit is not None)
+                    store_write = StoreWrite(ikey, hit or new_inference, skey,
+                                             CachedScores(scores=scores) if scores else None, known=hit is not None)
     except ProviderError as exc:
         model_calls, attempts = exc.calls, exc.attempts
         error = SampleError(type=exc.type_name, message=scrub(str(exc)), status_code=exc.status_code,
@@ -182,7 +191,7 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
         started_at=started_at,
         completed_at=now(),
     )
-    return record, task.group_key(sample) if task.scores_population else None
+    return Evaluated(record, task.group_key(sample) if task.scores_population else None, store_write)
 
 
 def cache_keys(execution: Execution, sample: Sample) -> tuple[Prompt, str, str]:
@@ -192,9 +201,13 @@ def cache_keys(execution: Execution, sample: Sample) -> tuple[Prompt, str, str]:
     return prompt, ikey, score_key(ikey, execution.scorer_identity)
 
 
-def cached_samples(execution: Execution, samples: list[tuple[int, Sample]]) -> list[SampleRecord | None]:
+MISSED = "missed"
+
+
+def cached_samples(execution: Execution, samples: list[tuple[int, Sample]]) -> list[SampleRecord | str | None]:
     """For each (position, sample): its record when the result store holds both its output and its
-    scores (and the policy reads the cache), else None: a worker must run it. One store round trip."""
+    scores (and the policy reads the cache); MISSED when it holds nothing for it (the worker need
+    not look again); else None (a worker must run it, and look it up). One store round trip."""
     if execution.spec.model is None or not execution.reads_cache:
         return [None] * len(samples)
     keyed: list[tuple[int, tuple[str, str, str]]] = []
@@ -208,9 +221,11 @@ def cached_samples(execution: Execution, samples: list[tuple[int, Sample]]) -> l
     except (StoreError, RedisError, ValueError) as exc:
         logger.warning("result store lookup failed; the workers will look again: %s", exc)
         return [None] * len(samples)
-    records: list[SampleRecord | None] = [None] * len(samples)
+    records: list[SampleRecord | str | None] = [None] * len(samples)
     moment = now()
     for (index, (prompt, _, _)), (hit, hit_scores) in zip(keyed, found, strict=True):
+        if hit is None:
+            records[index] = MISSED
         if hit is None or hit_scores is None:
             continue
         position, sample = samples[index]
@@ -248,20 +263,19 @@ def _lookup(ikey: str, skey: str) -> tuple[CachedInference | None, CachedScores 
         return None, None
 
 
-def _save(ikey: str, inference: CachedInference, skey: str, scores: CachedScores | None, known: bool) -> None:
+def _save_all(writes: list[StoreWrite]) -> None:
     try:
-        result_store().save(ikey, inference, skey, scores, known=known)
-    except (StoreError, RedisError) as exc:
-        logger.warning("result store write failed; the sample is recorded but not cached: %s", exc)
+        result_store().save_many(writes)
+    except (StoreError, RedisError, OSError) as exc:
+        logger.warning("result store write failed; %d samples are recorded but not cached: %s", len(writes), exc)
 
 
-def unrunnable_sample(sample: Sample, position: int, exc: Exception, worker: str | None
-                      ) -> tuple[SampleRecord, None]:
+def unrunnable_sample(sample: Sample, position: int, exc: Exception, worker: str | None) -> Evaluated:
     moment = now()
     error = SampleError(type=type(exc).__name__, message=scrub(str(exc)))
-    return SampleRecord(id=sample.id, position=position, input=sample.input, target=sample.target,
-                        metadata=sample.metadata, error=error, worker=worker, started_at=moment,
-                        completed_at=moment), None
+    return Evaluated(SampleRecord(id=sample.id, position=position, input=sample.input, target=sample.target,
+                                  metadata=sample.metadata, error=error, worker=worker, started_at=moment,
+                                  completed_at=moment), None)
 
 
 def result_writer() -> ResultWriter:
@@ -273,19 +287,26 @@ def result_writer() -> ResultWriter:
                 get_settings().result_batch_size,
                 on_claimed=lambda task_result_id: dispatch_aggregation(
                     task_result_id, execution_for(task_result_id).spec),
+                before_commit=_save_all,
             )
         return _writer
 
 
 def prepare_worker() -> None:
     """What a worker process sets up before its first sample, which would otherwise wait for it:
-    the model client's modules, and the database (opened and migrated on first use, alembic
-    included). A database that is down now is only reported: samples retry until it is back."""
+    the model client's modules, the database (opened and migrated on first use, alembic
+    included) and the result store's packer. A database that is down now is only reported:
+    samples retry until it is back."""
     warm_up()
     try:
         get_engine()
     except SQLAlchemyError as exc:
         logger.warning("the database is not reachable yet: %s", exc)
+    try:
+        # Packs what processes that stopped on this host left in their journals.
+        result_store().start_packing()
+    except Exception as exc:  # noqa: BLE001 - samples still run; the packer retries on its own
+        logger.warning("the result store is not reachable yet: %s", exc)
 
 
 def reset_worker_state() -> None:
@@ -298,7 +319,7 @@ def reset_worker_state() -> None:
 
 
 @app.task(name=SAMPLE_TASK, bind=True, max_retries=None)
-def evaluate_sample_task(self, task_result_id: int, position: int, sample: dict) -> None:
+def evaluate_sample_task(self, task_result_id: int, position: int, sample: dict, checked: bool = False) -> None:
     if stopping():
         # Not started yet and this worker is stopping: back to the broker for another worker.
         raise Reject("the worker is stopping", requeue=True)
@@ -309,13 +330,13 @@ def evaluate_sample_task(self, task_result_id: int, position: int, sample: dict)
         except EvalfleetError as exc:
             # This worker cannot run the task (its code is not importable here): every sample says
             # so, so the run ends with the reason instead of waiting forever.
-            record, group_key = unrunnable_sample(Sample.model_validate(sample), position, exc, worker)
+            evaluated = unrunnable_sample(Sample.model_validate(sample), position, exc, worker)
         else:
             if through_outages(lambda: run_cancelled(execution.run_id), "checking for cancellation"):
                 return  # acknowledged and dropped: cancelling revokes every sample not yet started
-            record, group_key = evaluate_sample(execution, Sample.model_validate(sample), position, worker)
+            evaluated = evaluate_sample(execution, Sample.model_validate(sample), position, worker, checked)
         # Recorded means done: only then is the message acknowledged (late acknowledgement).
-        through_outages(lambda: result_writer().record(task_result_id, record, group_key), "recording a result")
+        through_outages(lambda: result_writer().record(task_result_id, *evaluated), "recording a result")
     except OutageBudgetExceeded as exc:
         # Never acknowledged without a recorded result: hand the sample back to the broker.
         logger.warning("handing sample %s of task result %s back to the broker: %s", position, task_result_id, exc)

@@ -132,10 +132,26 @@ def _submit(raw: bytes) -> CreateEvaluationRunOutput:
             resolved = validate_run_file(path, data_roots=get_settings().data_root_paths, display_name="run file")
         except SpecError as exc:
             raise ApiProblem(422, "unprocessable_entity", str(exc)) from None
-    try:
-        run_id = submit_resolved(resolved)
-    except EvalfleetError as exc:
-        raise ApiProblem(500, "server_error", str(exc)) from None
+    # The samples are fed a window at a time for as long as the run needs; the answer goes out as
+    # soon as the run exists. Should this server stop, a worker takes the feeding over.
+    created: list[str] = []
+    failures: list[Exception] = []
+    finished = threading.Event()
+
+    def feed() -> None:
+        try:
+            submit_resolved(resolved, on_created=created.append)
+        except Exception as exc:  # noqa: BLE001 - reported below, or in the run's own error
+            failures.append(exc)
+        finally:
+            finished.set()
+
+    threading.Thread(target=feed, name="evalfleet-api-feeder", daemon=True).start()
+    while not created and not finished.wait(0.02):
+        pass
+    if not created:
+        raise ApiProblem(500, "server_error", str(failures[0]) if failures else "the run was not created")
+    run_id = created[0]
     return CreateEvaluationRunOutput(run_id=run_id, evaluation_run_uuids=[v.uuid for v in task_results_of_run(run_id)])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 
@@ -89,7 +90,8 @@ def run(path: str, as_json: bool, detach: bool, gate: str | None, num_samples: i
             say(f"registered {kind} {key} v{version}: its definition changed (runs that used older versions keep "
                 "them; `evalfleet entities show` shows them)")
 
-    submit_and_wait(lambda on_enqueued, on_created: submit_resolved(resolved, on_enqueued, on_created, registered),
+    submit_and_wait(lambda on_enqueued, on_created, stop: submit_resolved(resolved, on_enqueued, on_created,
+                                                                           registered, stop),
                     as_json=as_json, detach=detach, label=resolved.evaluation.key,
                     total=sum(s.selection.total for s in resolved.specs if s.uploaded_log is None),
                     gate=threshold if gate is not None else None, show_keys=keys)
@@ -126,12 +128,17 @@ def parse_gate(gate: str | None) -> float | str | None:
 def submit_and_wait(start: Callable, *, as_json: bool, detach: bool, total: int | None = None,
                     label: str = "run", gate: float | str | None = None, show_keys: bool = False) -> None:
     """Start a run (in-process worker on the embedded default), then wait with a progress bar.
-    `start(on_enqueued, on_created)` submits and returns the run id."""
+    `start(on_enqueued, on_created, stop)` submits and returns the run id; it feeds the samples a
+    window at a time, so it runs on a thread of its own while this one follows the run."""
+    from services.feeding import hand_over_feeding, window_size
     from services.progress import RunProgress
     from services.runs import wait_for_run
+    from services.submitter import feeder_name
 
     settings = get_settings()
     created: list[str] = []
+    outcome: dict[str, object] = {}
+    fed, stop = threading.Event(), threading.Event()
     with ExitStack() as stack:
         if settings.embedded:
             from services.embedded import embedded_worker
@@ -139,18 +146,41 @@ def submit_and_wait(start: Callable, *, as_json: bool, detach: bool, total: int 
             stack.enter_context(embedded_worker(settings.concurrency))
         progress = stack.enter_context(RunProgress(err, enabled=not as_json and not detach, total=total,
                                                    label=label))
-        try:
+
+        def feed() -> None:
             try:
-                run_id = start(progress.enqueued, created.append)
-            except EvalfleetError as exc:
-                fail(exc)
+                outcome["run_id"] = start(progress.enqueued, created.append, stop)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                outcome["error"] = exc
+            finally:
+                fed.set()
+
+        try:
+            threading.Thread(target=feed, name="evalfleet-feeder", daemon=True).start()
+            while not created and not fed.wait(0.02):
+                pass
+            if isinstance(outcome.get("error"), EvalfleetError) and not created:
+                fail(outcome["error"])  # type: ignore[arg-type]
+            if "error" in outcome and not created:
+                raise outcome["error"]  # type: ignore[misc]
+            run_id = created[0]
             if detach:
+                # The first window goes out from here; the workers feed the rest.
+                window = window_size()
+                while not fed.wait(0.05):
+                    if window is not None and progress.sent >= window:
+                        stop.set()
+                if isinstance(outcome.get("error"), EvalfleetError):
+                    fail(outcome["error"])  # type: ignore[arg-type]
+                hand_over_feeding(run_id, feeder_name())
                 click.echo(run_id)
                 return
             report = wait_for_run(run_id, on_progress=progress.update, notify=progress.say)
+            fed.wait(10)
         except KeyboardInterrupt:
+            stop.set()
             progress.stop()
-            _interrupted(created[0] if created else None, submitted="run_id" in locals(), as_json=as_json)
+            _interrupted(created[0] if created else None, as_json=as_json)
     finish(report, as_json, exit_code=gated_exit(report, gate), show_keys=show_keys)
 
 
@@ -169,19 +199,22 @@ def gated_exit(report, gate: float | str | None) -> int | None:  # noqa: ANN001
     return None
 
 
-def _interrupted(run_id: str | None, *, submitted: bool, as_json: bool) -> None:
-    """Ctrl+C: an embedded run (or one still being submitted) is cancelled with its logs written;
-    a submitted cluster run goes on, and the user is told how to follow or stop it."""
+def _interrupted(run_id: str | None, *, as_json: bool) -> None:
+    """Ctrl+C: an embedded run is cancelled with its logs written; a cluster run goes on (the
+    workers feed the rest of its samples), and the user is told how to follow or stop it."""
+    from services.feeding import hand_over_feeding
     from services.runs import cancel_run
+    from services.submitter import feeder_name
 
     if run_id is None:
         say("interrupted before the run was registered: nothing was submitted")
         sys.exit(EXIT_INTERRUPTED)
-    if submitted and not get_settings().embedded:
+    if not get_settings().embedded:
+        hand_over_feeding(run_id, feeder_name())
         say(f"detached: run {run_id} goes on in the cluster. Follow it with `evalfleet status {run_id}`, "
             f"stop it with `evalfleet cancel {run_id}`.")
         sys.exit(EXIT_INTERRUPTED)
-    why = "cancelling the run" if submitted else "submission interrupted: cancelling the partly submitted run"
+    why = "cancelling the run"
     say(f"{why} {run_id}: samples in flight get {INTERRUPT_GRACE_S:g} s, then the logs are written "
         "(Ctrl+C again to stop at once)")
     try:
@@ -220,7 +253,8 @@ def retry(source: str, as_json: bool, detach: bool, concurrency: int | None, max
         except EvalfleetError as exc:
             fail(exc)
     overrides = Overrides(max_connections=max_connections)
-    submit_and_wait(lambda on_enqueued, on_created: retry_run(source, on_enqueued, on_created, overrides),
+    submit_and_wait(lambda on_enqueued, on_created, stop: retry_run(source, on_enqueued, on_created, overrides,
+                                                                     stop),
                     as_json=as_json, detach=detach)
 
 

@@ -218,7 +218,7 @@ def test_a_redis_outage_does_not_turn_a_model_call_into_a_sample_error(sandbox, 
     outcome: dict = {}
 
     def evaluate() -> None:
-        outcome["record"], _ = evaluate_sample(execution, sample, 0, "inline")
+        outcome["record"] = evaluate_sample(execution, sample, 0, "inline").record
 
     thread = threading.Thread(target=evaluate, daemon=True)
     try:
