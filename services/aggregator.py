@@ -20,7 +20,7 @@ import uuid
 from collections import Counter
 from datetime import timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 
 from shared.db import CANCELLING, FINAL_STATUSES, get_engine, now, runs, sample_results, task_results
 from shared.errors import StoreError
@@ -49,6 +49,9 @@ from workers.tasks import load_task
 
 logger = logging.getLogger(__name__)
 STREAM_BATCH = 500
+# Bodies longer than this (characters) are read one at a time rather than in batches of
+# STREAM_BATCH: a batch of samples with multi-megabyte prompts would otherwise be held at once.
+LARGE_BODY = 64 * 1024
 STALE_CLAIM_S = 60.0
 CLAIM_REFRESH_S = 10.0
 TOP_ERRORS = 5
@@ -200,12 +203,18 @@ def _assemble(task_result_id: int, owner: str, status: str | None) -> str | None
         duplicated = _duplicated_groups(task_result_id) if task.scores_population else set()
         with SampleSpool() as spool:
             refreshed = time.monotonic()
-            statement = (select(sample_results.c.sample_id, sample_results.c.body, sample_results.c.group_key)
+            small_body = case((func.length(sample_results.c.body) <= LARGE_BODY, sample_results.c.body), else_=None)
+            statement = (select(sample_results.c.sample_id, small_body, sample_results.c.group_key,
+                                sample_results.c.position)
                          .where(sample_results.c.task_result_id == task_result_id)
                          .order_by(sample_results.c.position))
-            with engine.connect() as connection:
+            with engine.connect() as connection, engine.connect() as large_bodies:
                 result = connection.execution_options(yield_per=STREAM_BATCH).execute(statement)
-                for sample_id, body, group_key in result:
+                for sample_id, body, group_key, position in result:
+                    if body is None:
+                        body = large_bodies.execute(select(sample_results.c.body).where(
+                            sample_results.c.task_result_id == task_result_id,
+                            sample_results.c.position == position)).scalar_one()
                     record = SampleRecord.model_validate_json(body)
                     if task.scores_population and record.error is None:
                         record.scores = task.score_in_population(record.scores, group_key in duplicated)
@@ -231,6 +240,7 @@ def _assemble(task_result_id: int, owner: str, status: str | None) -> str | None
                 evaluation=EvaluationHeader(key=evaluation.key, display_name=evaluation.display_name,
                                             description=evaluation.description, tags=evaluation.tags,
                                             cache_policy=evaluation.cache_policy,
+                                            log_prompts=evaluation.log_prompts,
                                             fail_on_error=evaluation.fail_on_error),
                 task_specification=spec, sample_count=row.total, samples_errored=folder.errors,
                 subsampling=spec.subsampling, results=results, star_metric=star,

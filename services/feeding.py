@@ -125,7 +125,11 @@ class Feeder:
         execution = lookup_execution(item.task_result_id) if self.cache_policy == "reuse" else None
         selected = iter_selected(item.spec.dataset, item.selection, needs_input=item.needs_input,
                                  needs_target=item.needs_target)
-        for chunk in chunks(selected, min(LOOKUP_BATCH, self.window or LOOKUP_BATCH)):
+        batch = min(LOOKUP_BATCH, self.window or LOOKUP_BATCH)
+        if execution is not None:
+            # Looking a chunk up renders its prompts: with templates of megabytes, fewer at a time.
+            batch = max(1, min(batch, int(get_settings().prompt_budget_mb * 2**20) // max(1, execution.template_chars)))
+        for chunk in chunks(selected, batch):
             chunk = [(position, sample) for position, sample in chunk if position >= item.start]
             if not chunk:
                 continue

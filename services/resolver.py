@@ -127,6 +127,7 @@ def resolve_run_file(path: str | Path, lookup: EntityLookup, *, data_roots: list
         long_description=evaluation.long_description,
         tags=evaluation.tags,
         cache_policy=evaluation.cache_policy,
+        log_prompts=evaluation.log_prompts,
         fail_on_error=evaluation.fail_on_error,
         source_file=str(path),
         task_specifications=[s.spec for s in specs],

@@ -65,7 +65,7 @@ def _retry_log(location: str, on_progress: ProgressCallback | None,
     evaluation = ResolvedEvaluation(
         key=header.evaluation.key, display_name=header.evaluation.display_name,
         description=header.evaluation.description, tags=header.evaluation.tags,
-        cache_policy=header.evaluation.cache_policy,
+        cache_policy=header.evaluation.cache_policy, log_prompts=header.evaluation.log_prompts,
         **({"fail_on_error": header.evaluation.fail_on_error} if header.evaluation.fail_on_error is not None else {}),
         task_specifications=[spec],
     )

@@ -76,6 +76,24 @@ class RunReport(BaseModel):
         return sum(t.errors for t in self.task_results)
 
 
+_specs: dict[str, ResolvedTaskSpec] = {}
+
+
+def spec_of(connection, task_result_id: int, task_result_uuid: str | None) -> ResolvedTaskSpec:  # noqa: ANN001
+    """A task result's specification, parsed once per process (by its UUID, unique across
+    databases): it never changes, and progress reports ask for it every few hundred
+    milliseconds (its prompt template can be megabytes)."""
+    spec = _specs.get(task_result_uuid) if task_result_uuid else None
+    if spec is None:
+        plan = connection.execute(select(task_results.c.plan).where(task_results.c.id == task_result_id)).scalar_one()
+        spec = ResolvedTaskSpec.model_validate_json(plan)
+        if task_result_uuid:
+            if len(_specs) > 256:
+                _specs.clear()
+            _specs[task_result_uuid] = spec
+    return spec
+
+
 def run_report(run_id: str, *, with_errors: bool = False, with_usage: bool = False) -> RunReport:
     """A run and its task results. `with_errors`: also summarise the sample errors of task results
     still running (finished ones carry their summary). `with_usage`: tokens, cost and latency
@@ -85,7 +103,8 @@ def run_report(run_id: str, *, with_errors: bool = False, with_usage: bool = Fal
         if run is None:
             raise RunNotFound(run_id)
         rows = connection.execute(
-            select(task_results).where(task_results.c.run_id == run_id).order_by(task_results.c.position)
+            select(*(column for column in task_results.c if column.name != "plan"))
+            .where(task_results.c.run_id == run_id).order_by(task_results.c.position)
         ).all()
         reports = []
         for row in rows:
@@ -95,7 +114,7 @@ def run_report(run_id: str, *, with_errors: bool = False, with_usage: bool = Fal
             if summary is not None and summary.task_error is None and row.status == "error" and row.error and \
                     not summary.most_frequent:
                 summary.task_error = row.error.splitlines()[0]
-            spec = ResolvedTaskSpec.model_validate_json(row.plan)
+            spec = spec_of(connection, row.id, row.uuid)
             metrics = json.loads(row.metrics) if row.metrics else {}
             reports.append(TaskResultReport(
                 key=row.spec_key, uuid=row.uuid, display_name=spec.display_name, status=row.status,

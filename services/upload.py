@@ -10,12 +10,13 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
-from shared.cache_identity import inference_key, model_identity, score_key, task_identity
+from shared.cache_identity import InferenceIdentity, model_identity, score_key, task_identity
 from shared.db import get_engine
 from shared.errors import SpecError, StoreError
 from shared.log import SampleRecord, TaskResultLog, read_task_result_log
 from shared.log.reader import LogError
 from shared.plan import ResolvedTaskSpec
+from shared.prompts import prompt_of
 from shared.result_store import CachedInference, CachedScores, result_store
 from shared.samples import Sample, Selection, iter_selected
 from shared.settings import get_settings
@@ -90,13 +91,14 @@ def inject_uploaded_log(log: TaskResultLog, spec: ResolvedTaskSpec, task_result_
     task_part, scorer_part = task_identity(spec.task, task.scorer_config_fields)
     model_part = model_identity(spec.model) if spec.model else None
     store = result_store() if cache_policy != "no-cache" and model_part is not None else None
+    identity = InferenceIdentity(model_part, task_part) if store is not None else None
     claimed: list[int] = []
     for batch in _batches(log.samples):
         pending = []
         for record in batch:
             sample = Sample(id=record.id, input=record.input, target=record.target, metadata=record.metadata)
             if store is not None and record.error is None and record.output is not None:
-                ikey = inference_key(model_part, task_part, record.prompt or record.input or "", sample)
+                ikey = identity.key(prompt_of(record, log) or "", sample)
                 store.save(ikey, CachedInference(output=record.output, usage=record.usage,
                                                  latency_ms=record.latency_ms),
                            score_key(ikey, scorer_part), CachedScores(scores=record.scores), known=True)

@@ -21,9 +21,24 @@ from shared.samples import Prompt, Sample
 IDENTITY_VERSION = 1
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def canonical_hash(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return _hasher(value).hexdigest()
+
+
+def _hasher(value: Any, hasher: Any = None) -> Any:  # noqa: ANN401 - hashlib's hash objects
+    """Feeds the canonical JSON of `value` to a SHA-256 piece by piece: a multi-megabyte prompt
+    is never held twice as one JSON text plus its UTF-8 bytes."""
+    hasher = hasher or hashlib.sha256()
+    for chunk in _ENCODER.iterencode(value):
+        hasher.update(chunk.encode("utf-8"))
+    return hasher
+
+
+def _canonical(value: Any) -> bytes:
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def model_identity(model: ResolvedModel) -> dict[str, Any]:
@@ -43,16 +58,27 @@ def task_identity(task: ResolvedTask, scorer_fields: tuple[str, ...]) -> tuple[d
     return {**source, "config": inference_part}, {**source, "config": scorer_part}
 
 
-def inference_key(model: dict[str, Any], task: dict[str, Any], prompt: Prompt, sample: Sample, epoch: int = 0) -> str:
-    return canonical_hash({
-        "v": IDENTITY_VERSION,
-        "model": model,
-        "task": task,
+class InferenceIdentity:
+    """The model and task parts of inference keys, encoded once per task specification: a task's
+    config (a prompt template of megabytes, say) is not re-encoded for every sample. Keys are
+    the canonical hash of {"epoch", "model", "prompt", "sample", "task", "v"}, fed in key order."""
+
+    def __init__(self, model: dict[str, Any], task: dict[str, Any]):
+        self._model = _canonical(model)
+        self._task = _canonical(task)
+
+    def key(self, prompt: Prompt, sample: Sample, epoch: int = 0) -> str:
+        hasher = hashlib.sha256(b'{"epoch":' + _canonical(epoch) + b',"model":' + self._model + b',"prompt":')
         # Text as it always was; a conversation as its list of {role, content} messages.
-        "prompt": prompt if isinstance(prompt, str) else [message.model_dump() for message in prompt],
-        "sample": sample.model_dump(mode="json"),
-        "epoch": epoch,
-    })
+        _hasher(prompt if isinstance(prompt, str) else [message.model_dump() for message in prompt], hasher)
+        hasher.update(b',"sample":')
+        _hasher(sample.model_dump(mode="json"), hasher)
+        hasher.update(b',"task":' + self._task + b',"v":' + _canonical(IDENTITY_VERSION) + b"}")
+        return hasher.hexdigest()
+
+
+def inference_key(model: dict[str, Any], task: dict[str, Any], prompt: Prompt, sample: Sample, epoch: int = 0) -> str:
+    return InferenceIdentity(model, task).key(prompt, sample, epoch)
 
 
 def score_key(inference: str, scorer: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.spec import CachePolicy, GenerationSettings, Pricing, Provider, Subsampling
+from shared.spec import CachePolicy, GenerationSettings, Pricing, PromptLogging, Provider, Subsampling
 
 
 class Frozen(BaseModel):
@@ -82,6 +82,7 @@ class ResolvedEvaluation(Frozen):
     long_description: str | None = None
     tags: list[str] = Field(default_factory=list)
     cache_policy: CachePolicy = "reuse"
+    log_prompts: PromptLogging = "full"
     fail_on_error: bool | float = 0.1
     source_file: str | None = None
     task_specifications: list[ResolvedTaskSpec]

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Seconds a stopping worker (SIGTERM) gives its in-flight samples before "
         "handing them back to the broker.",
     )
+    prompt_budget_mb: float = Field(
+        16, gt=0, description="Megabytes of prompts a worker process renders and holds at once; a "
+        "sample larger than this runs alone. Bounds memory when prompt templates are megabytes long.")
     result_batch_size: int = Field(200, ge=1, description="Sample results committed per transaction.")
     submit_window: int = Field(
         10_000, ge=0, description="Samples a run may have in flight (enqueued, not yet recorded); the submitter "

@@ -30,6 +30,9 @@ ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 Subsampling = Literal["head", "random"]
 CachePolicy = Literal["reuse", "update", "no-cache"]
+# `reference`: a prompt rendered from the task's template is logged as the template's hash plus
+# the extra fields it was rendered with, not in full for every sample.
+PromptLogging = Literal["full", "reference"]
 Provider = Literal["openai", "mock", "python"]
 DEBUG_MODE_SAMPLES = 10
 
@@ -172,6 +175,9 @@ class EvaluationSpec(Strict):
     subsampling: Subsampling = "head"
     mode: Literal["debug", "full"] | None = Field(None, description="Deprecated: use num_samples.")
     cache_policy: CachePolicy = "reuse"
+    log_prompts: PromptLogging = Field(
+        "full", description="full: every sample's log record holds the prompt sent; reference: prompts rendered "
+        "from a prompt_template are logged as the template's hash and the fields it was rendered with.")
     fail_on_error: bool | Annotated[float, Field(ge=0)] = Field(
         0.1,
         description="true: any failed sample fails the task; false: never; a fraction below 1: "

@@ -17,17 +17,19 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared.cache_identity import inference_key, model_identity, score_key, task_identity
+from shared.cache_identity import InferenceIdentity, model_identity, score_key, task_identity
 from shared.db import CANCELLING, get_engine, now, runs, task_results
 from shared.errors import EvalfleetError, StoreError
-from shared.log import SampleError, SampleRecord, TokenUsage
+from shared.log import PromptRef, SampleError, SampleRecord, TokenUsage
 from shared.outages import OutageBudgetExceeded, through_outages
 from shared.plan import ResolvedTaskSpec
+from shared.prompts import template_sha256
 from shared.redact import scrub
 from shared.result_store import CachedInference, CachedScores, StoreWrite, reset_result_store, result_store
 from shared.samples import Prompt, Sample
 from shared.settings import get_settings
 from workers.app import SAMPLE_TASK, app, dispatch_aggregation
+from workers.prompt_budget import prompt_budget, reset_prompt_budget
 from workers.providers import Provider, ProviderError, provider_for, warm_up
 from workers.results import ResultWriter
 from workers.shutdown import stopping
@@ -49,9 +51,19 @@ class Execution:
     cache_policy: str
     task: Task
     provider: Provider | None
-    model_identity: dict[str, Any] = field(default_factory=dict)
-    task_identity: dict[str, Any] = field(default_factory=dict)
+    identity: InferenceIdentity | None = None
     scorer_identity: dict[str, Any] = field(default_factory=dict)
+    log_prompts: str = "full"
+    # The hash and length of the task's prompt_template, computed once: templates can be
+    # megabytes long.
+    template_sha256: str | None = None
+    template_chars: int = 0
+
+    def prompt_size(self, sample: dict[str, Any]) -> int:
+        """About how many bytes a sample's prompt takes, before it is rendered."""
+        text = sample.get("input")
+        return self.template_chars + (len(text) if isinstance(text, str) else sum(
+            len(str(message.get("content", ""))) for message in text or () if isinstance(message, dict)))
 
     @property
     def reads_cache(self) -> bool:
@@ -98,12 +110,14 @@ def _build_execution(task_result_id: int, with_provider: bool = True) -> Executi
             .join(runs, runs.c.id == task_results.c.run_id)
             .where(task_results.c.id == task_result_id)
         ).one()
-    return execution_of(ResolvedTaskSpec.model_validate_json(row.plan), json.loads(row.run_plan)["cache_policy"],
-                        task_result_id=task_result_id, run_id=row.run_id, with_provider=with_provider)
+    run_plan = json.loads(row.run_plan)
+    return execution_of(ResolvedTaskSpec.model_validate_json(row.plan), run_plan["cache_policy"],
+                        task_result_id=task_result_id, run_id=row.run_id, with_provider=with_provider,
+                        log_prompts=run_plan.get("log_prompts", "full"))
 
 
 def execution_of(spec: ResolvedTaskSpec, cache_policy: str, *, task_result_id: int = 0, run_id: str = "",
-                 with_provider: bool = True) -> Execution:
+                 with_provider: bool = True, log_prompts: str = "full") -> Execution:
     """An execution of a resolved specification; with no task result (a dry run), for lookups."""
     task = load_task(spec.task, spec.dataset)
     task_part, scorer_part = task_identity(spec.task, task.scorer_config_fields)
@@ -114,9 +128,12 @@ def execution_of(spec: ResolvedTaskSpec, cache_policy: str, *, task_result_id: i
         cache_policy=cache_policy,
         task=task,
         provider=provider_for(spec.model) if spec.model and with_provider else None,
-        model_identity=model_identity(spec.model) if spec.model else {},
-        task_identity=task_part,
+        identity=InferenceIdentity(model_identity(spec.model) if spec.model else {}, task_part),
         scorer_identity=scorer_part,
+        log_prompts=log_prompts,
+        template_sha256=template_sha256(template) if isinstance(
+            template := getattr(task.config, "prompt_template", None), str) else None,
+        template_chars=len(template) if isinstance(template, str) else 0,
     )
 
 
@@ -178,7 +195,7 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
         input=sample.input,
         target=sample.target,
         metadata=sample.metadata,
-        prompt=prompt if prompt != sample.input else None,
+        **logged_prompt(execution, sample, prompt),
         output=output,
         scores=scores if error is None else {},
         error=error,
@@ -197,8 +214,23 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
 def cache_keys(execution: Execution, sample: Sample) -> tuple[Prompt, str, str]:
     """The prompt a sample sends, and its inference and score keys."""
     prompt = execution.task.prompt(sample)
-    ikey = inference_key(execution.model_identity, execution.task_identity, prompt, sample)
+    ikey = execution.identity.key(prompt, sample)
     return prompt, ikey, score_key(ikey, execution.scorer_identity)
+
+
+def logged_prompt(execution: Execution, sample: Sample, prompt: Prompt | None) -> dict[str, Any]:
+    """The record's `prompt` (when it differs from the input), or its `prompt_ref` when the
+    evaluation logs prompts by reference and the prompt came from the task's template."""
+    if prompt is None or prompt == sample.input:
+        return {}
+    if execution.log_prompts == "reference":
+        reference = execution.task.prompt_reference(sample)
+        if reference is not None:
+            template, fields = reference
+            digest = execution.template_sha256 if template is getattr(
+                execution.task.config, "prompt_template", None) else template_sha256(template)
+            return {"prompt_ref": PromptRef(template_sha256=digest, fields=fields)}
+    return {"prompt": prompt}
 
 
 MISSED = "missed"
@@ -231,7 +263,7 @@ def cached_samples(execution: Execution, samples: list[tuple[int, Sample]]) -> l
         position, sample = samples[index]
         records[index] = SampleRecord(
             id=sample.id, position=position, input=sample.input, target=sample.target, metadata=sample.metadata,
-            prompt=prompt if prompt != sample.input else None, output=hit.output, scores=hit_scores.scores,
+            **logged_prompt(execution, sample, prompt), output=hit.output, scores=hit_scores.scores,
             usage=hit.usage, latency_ms=hit.latency_ms, model_calls=0, cached=True, worker=CACHE_WORKER,
             started_at=moment, completed_at=moment,
         )
@@ -316,6 +348,7 @@ def reset_worker_state() -> None:
         _executions.clear()
         _writer = None
     reset_result_store()
+    reset_prompt_budget()
 
 
 @app.task(name=SAMPLE_TASK, bind=True, max_retries=None)
@@ -334,10 +367,17 @@ def evaluate_sample_task(self, task_result_id: int, position: int, sample: dict,
         else:
             if through_outages(lambda: run_cancelled(execution.run_id), "checking for cancellation"):
                 return  # acknowledged and dropped: cancelling revokes every sample not yet started
-            evaluated = evaluate_sample(execution, Sample.model_validate(sample), position, worker, checked)
-        # Recorded means done: only then is the message acknowledged (late acknowledgement).
-        through_outages(lambda: result_writer().record(task_result_id, *evaluated), "recording a result")
+            with prompt_budget().hold(execution.prompt_size(sample)):
+                _record(task_result_id,
+                        evaluate_sample(execution, Sample.model_validate(sample), position, worker, checked))
+            return
+        _record(task_result_id, evaluated)
     except OutageBudgetExceeded as exc:
         # Never acknowledged without a recorded result: hand the sample back to the broker.
         logger.warning("handing sample %s of task result %s back to the broker: %s", position, task_result_id, exc)
         raise Reject(str(exc), requeue=True) from None
+
+
+def _record(task_result_id: int, evaluated: Evaluated) -> None:
+    # Recorded means done: only then is the message acknowledged (late acknowledgement).
+    through_outages(lambda: result_writer().record(task_result_id, *evaluated), "recording a result")

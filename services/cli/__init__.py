@@ -13,6 +13,7 @@ import click
 
 from services.cli import analysis, entities, logs, maintenance, runs, serve, worker
 from services.cli.common import err
+from shared.malloc import return_large_blocks
 from shared.outages import is_outage
 
 
@@ -51,6 +52,7 @@ def main() -> None:
     With no configuration everything runs in this process (SQLite under ./.evalfleet, logs under
     ./logs). Set EVALFLEET_BROKER_URL (redis:// or amqp://) to submit to `evalfleet worker`s.
     """
+    return_large_blocks()
     warnings.simplefilter("default", DeprecationWarning)
     warnings.showwarning = lambda message, *a, **k: err.print(f"[yellow]warning:[/] {message}")
 

@@ -44,6 +44,15 @@ class TokenUsage(LogModel):
     output_tokens: int = 0
 
 
+class PromptRef(LogModel):
+    """A prompt logged by reference: the task's `prompt_template` (in the header's
+    task_specification) rendered over the sample's fields and these extra ones."""
+
+    template_sha256: str = Field(description="SHA-256 (hex) of the UTF-8 template.")
+    fields: dict[str, str] = Field(default_factory=dict, description="Fields beyond the sample's own "
+                                                                     "(multiple_choice: `choices`).")
+
+
 class SampleRecord(LogModel):
     id: str
     position: int = Field(description="Place of the sample in the selection.")
@@ -52,6 +61,7 @@ class SampleRecord(LogModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     prompt: str | list[ChatMessage] | None = Field(
         None, description="What was sent to the model, when it differs from input.")
+    prompt_ref: PromptRef | None = Field(None, description="Instead of `prompt`, with log_prompts: reference.")
     output: str | None = None
     scores: dict[str, Score] = Field(default_factory=dict)
     error: SampleError | None = None
@@ -123,6 +133,8 @@ class EvaluationHeader(LogModel):
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
     cache_policy: str = "reuse"
+    log_prompts: str = Field("full", description="full, or reference: samples carry `prompt_ref` instead of "
+                                                 "`prompt` when the prompt was rendered from the task's template.")
     fail_on_error: bool | float | None = Field(None, description="The evaluation's budget of failed samples.")
 
 
@@ -154,5 +166,5 @@ class TaskResultLog(LogHeader):
 
 
 __all__ = ["LOG_FILE_SUFFIX", "LOG_VERSION", "READABLE_VERSIONS", "ErrorCount", "ErrorSummary", "EvaluationHeader",
-           "LogError", "LogHeader", "LogModel", "LogStats", "ModelUsage", "SampleError", "SampleRecord", "Score",
+           "LogError", "LogHeader", "LogModel", "LogStats", "ModelUsage", "PromptRef", "SampleError", "SampleRecord", "Score",
            "ScorerResult", "StarMetricResult", "TaskResultLog", "TaskStatus", "TokenUsage"]

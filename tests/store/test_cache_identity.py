@@ -199,3 +199,20 @@ def test_key_order_of_metadata_and_task_config_does_not_matter() -> None:
     reordered_model = model(generation=GenerationSettings.model_validate(
         {"stop": ["\n"], "seed": 7, "top_p": 0.9, "max_tokens": 64, "temperature": 0.0}))
     assert keys(model=reordered_model) == keys()
+
+
+@pytest.mark.parametrize("prompt", ["Q: Frañce", [{"role": "system", "content": "be brief"},
+                                                   {"role": "user", "content": "Q: France"}]])
+def test_inference_keys_are_the_canonical_hash_of_the_documented_document(prompt: Any) -> None:
+    # Keys are built from parts encoded once per task specification; they must stay equal to the
+    # documented canonical hash, or every result stored so far would be missed.
+    from shared.samples import ChatMessage
+
+    sent = prompt if isinstance(prompt, str) else [ChatMessage.model_validate(m) for m in prompt]
+    model_part = model_identity(model())
+    task_part, _ = task_identity(BASE_TASK, QATask.scorer_config_fields)
+    document = {"v": cache_identity.IDENTITY_VERSION, "model": model_part, "task": task_part,
+                "prompt": prompt, "sample": BASE_SAMPLE.model_dump(mode="json"), "epoch": 3}
+    assert inference_key(model_part, task_part, sent, BASE_SAMPLE, 3) == canonical_hash(document)
+    identity = cache_identity.InferenceIdentity(model_part, task_part)
+    assert identity.key(sent, BASE_SAMPLE, 3) == canonical_hash(document)

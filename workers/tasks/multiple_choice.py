@@ -51,8 +51,12 @@ class MultipleChoiceTask(Task):
         return [str(choice) for choice in value]
 
     def prompt(self, sample: Sample) -> Prompt:
+        template, fields = self.prompt_reference(sample)
+        return render_template(template, sample, **fields)
+
+    def prompt_reference(self, sample: Sample) -> tuple[str, dict[str, str]]:
         rendered = "\n".join(f"{LETTERS[i]}) {choice}" for i, choice in enumerate(self.choices(sample)))
-        return render_template(self.config.prompt_template, sample, choices=rendered)
+        return self.config.prompt_template, {"choices": rendered}
 
     def required_fields(self) -> dict[str, str]:
         fields = {name: "prompt_template"

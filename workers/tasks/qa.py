@@ -49,6 +49,9 @@ class QATask(Task):
     def prompt(self, sample: Sample) -> Prompt:
         return render_template(self.config.prompt_template, sample)
 
+    def prompt_reference(self, sample: Sample) -> tuple[str, dict[str, str]] | None:
+        return self.config.prompt_template, {}
+
     def required_fields(self) -> dict[str, str]:
         return {name: "prompt_template"
                 for name in template_fields(self.config.prompt_template) - ALWAYS_PRESENT_FIELDS}
