@@ -671,9 +671,10 @@ def _describe(exc: BaseException) -> str:
 from benchmarks.harness import (  # noqa: E402 - they build on the definitions above
     api_paging,
     log_tooling,
+    million_samples,
     parquet_export,
     recovery,
 )
 
-for _module in (recovery, log_tooling, api_paging, parquet_export):
+for _module in (recovery, log_tooling, api_paging, parquet_export, million_samples):
     SCENARIOS.update(_module.SCENARIOS)
