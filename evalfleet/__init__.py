@@ -13,6 +13,7 @@ from shared.log.models import (
     ErrorSummary,
     LogHeader,
     LogStats,
+    PromptRef,
     SampleError,
     SampleRecord,
     Score,
@@ -29,6 +30,7 @@ from shared.log.reader import (
     retryable,
 )
 from shared.log.writer import write_log
+from shared.prompts import prompt_of
 
 __all__ = [
     "ErrorSummary",
@@ -36,6 +38,7 @@ __all__ = [
     "LogHeader",
     "LogStats",
     "LogSummary",
+    "PromptRef",
     "SampleError",
     "SampleRecord",
     "Score",
@@ -43,6 +46,7 @@ __all__ = [
     "TaskResultLog",
     "iter_samples",
     "list_logs",
+    "prompt_of",
     "read_log",
     "read_log_header",
     "retryable",

@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 import evalfleet
 from services.cli import main
 from shared.db import get_engine, sample_results, task_results
-from shared.prompts import prompt_of
 from shared.settings import reset_settings
 from workers.sample import reset_worker_state
 
@@ -63,11 +62,11 @@ def test_reference_logging_rebuilds_the_prompts_a_full_log_holds(tmp_path, write
             assert sample.prompt is not None and sample.prompt_ref is None
             assert logged.prompt is None
             assert logged.prompt_ref.template_sha256 == hashlib.sha256(template.encode()).hexdigest()
-            assert prompt_of(logged, reference_log) == sample.prompt
+            assert evalfleet.prompt_of(logged, reference_log) == sample.prompt
             assert logged.output == sample.output and logged.scores == sample.scores
     assert referenced["mc"].samples[0].prompt_ref.fields == {"choices": "A) x\nB) y0\nC) z"}
     # The echo model answered with the prompt it was sent: the rebuilt prompt is that prompt.
-    assert all(s.output == prompt_of(s, referenced["mc"]) for s in referenced["mc"].samples)
+    assert all(s.output == evalfleet.prompt_of(s, referenced["mc"]) for s in referenced["mc"].samples)
     # Neither the database nor the log holds the template once per sample.
     def longest_body(report: dict) -> int:
         with get_engine().connect() as connection:
@@ -85,7 +84,7 @@ def test_a_template_changed_under_a_reference_log_is_an_error_not_a_wrong_prompt
     log = logs_by_key(run(write_run(tmp_path, evaluation("ref", "reference"), rows=ROWS)))["qa"]
     log.task_specification.task.config["prompt_template"] = "Q: {input}"
     try:
-        prompt_of(log.samples[0], log)
+        evalfleet.prompt_of(log.samples[0], log)
     except ValueError as exc:
         assert "prompt template" in str(exc)
     else:
@@ -119,3 +118,13 @@ def test_large_bodies_are_logged_whole_and_in_order(tmp_path, write_run):
     log = logs_by_key(report)["qa"]
     assert [s.id for s in log.samples] == [r["id"] for r in rows]
     assert [s.prompt for s in log.samples] == [QA_TEMPLATE.format(input=r["input"]) for r in rows]
+
+
+def test_the_inspect_form_of_a_reference_log_carries_the_full_prompts(tmp_path, write_run):
+    from shared.interop.inspect.writer import convert_to_inspect
+
+    report = run(write_run(tmp_path, evaluation("ref", "reference"), rows=ROWS))
+    qa = next(t for t in report["task_results"] if t["key"] == "qa")
+    converted = json.loads(Path(convert_to_inspect(qa["log_path"], str(tmp_path / "inspect"), "json")).read_text())
+    sent = [sample["messages"][0]["content"] for sample in converted["samples"]]
+    assert sent == [QA_TEMPLATE.format(input=row["input"]) for row in ROWS]

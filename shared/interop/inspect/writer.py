@@ -33,6 +33,7 @@ from shared.interop.zipstream import ZipWriter
 from shared.log.models import LogHeader, SampleRecord, Score
 from shared.log.reader import iter_samples, read_log_header
 from shared.plan import ResolvedModel
+from shared.prompts import prompt_of
 from shared.samples import ChatMessage
 
 # Inspect's thinning of sample summaries (inspect_ai/log/_util.py): long text is cut so that the
@@ -217,7 +218,8 @@ class InspectLog:
 
     def sample(self, record: SampleRecord) -> Document:
         """The sample as Inspect's `EvalSample`, in its field order."""
-        sent = record.prompt if record.prompt is not None else record.input
+        # Inspect has no prompts by reference: one logged as `prompt_ref` is rendered again here.
+        sent = prompt_of(record, self.header)
         messages = _messages(sent if sent is not None else "")
         output: Document = {"model": self.model, "choices": [], "completion": ""}
         if record.output is not None:
