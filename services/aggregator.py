@@ -42,7 +42,7 @@ from shared.log import (
 )
 from shared.metrics import MeanAccumulator
 from shared.outages import OutageBudgetExceeded, is_outage, through_outages
-from shared.plan import ResolvedEvaluation, ResolvedTaskSpec
+from shared.plan import ResolvedEvaluation, ResolvedModel, ResolvedTaskSpec
 from shared.settings import get_settings
 from workers.app import AGGREGATE_TASK, app
 from workers.tasks import load_task
@@ -93,6 +93,9 @@ class _Folder:
         self.input_tokens = 0
         self.output_tokens = 0
         self.spec = spec
+        # Judge calls by judge model key: [calls, input tokens, output tokens].
+        self.judged: dict[str, list[int]] = {}
+        self.unscored: Counter[str] = Counter()
 
     def add(self, record: SampleRecord) -> None:
         self.model_calls += record.model_calls
@@ -102,6 +105,11 @@ class _Folder:
         if record.usage is not None and not record.cached:
             self.input_tokens += record.usage.input_tokens
             self.output_tokens += record.usage.output_tokens
+        for judged in record.judges:
+            counts = self.judged.setdefault(judged.model, [0, 0, 0])
+            counts[0] += judged.calls
+            counts[1] += judged.input_tokens
+            counts[2] += judged.output_tokens
         if record.error is not None:
             self.errors += 1
             kind = (record.error.type, record.error.message[:300])
@@ -109,12 +117,16 @@ class _Folder:
                 self.error_kinds[kind] += 1
             return
         for label, score in record.scores.items():
-            if label in self.accumulators and score.value is not None:
-                self.accumulators[label].add(score.value)
+            if label in self.accumulators:
+                if score.value is None:
+                    self.unscored[label] += 1  # a scorer error (a judge reply without a grade)
+                else:
+                    self.accumulators[label].add(score.value)
 
     def results(self) -> dict[str, ScorerResult]:
         return {
-            label: ScorerResult(metrics=acc.metrics(self.metric_names[label]), scored=acc.count, errors=self.errors)
+            label: ScorerResult(metrics=acc.metrics(self.metric_names[label]), scored=acc.count,
+                                errors=self.errors + self.unscored[label])
             for label, acc in self.accumulators.items()
         }
 
@@ -127,15 +139,26 @@ class _Folder:
         )
 
     def model_usage(self) -> dict[str, ModelUsage]:
-        model = self.spec.model
-        if model is None:
-            return {}
-        cost = None
-        if model.pricing is not None:
-            cost = (self.input_tokens * model.pricing.input_per_million
-                    + self.output_tokens * model.pricing.output_per_million) / 1_000_000
-        return {model.key: ModelUsage(calls=self.model_calls, input_tokens=self.input_tokens,
-                                      output_tokens=self.output_tokens, cost_usd=cost)}
+        """Calls, tokens and cost per model: the model under test, and each judge (so cost
+        includes judging; a judge that is the model under test adds to its entry)."""
+        usage: dict[str, ModelUsage] = {}
+
+        def add(model: ResolvedModel | None, key: str, calls: int, input_tokens: int, output_tokens: int) -> None:
+            entry = usage.setdefault(key, ModelUsage())
+            entry.calls += calls
+            entry.input_tokens += input_tokens
+            entry.output_tokens += output_tokens
+            if model is not None and model.pricing is not None:
+                entry.cost_usd = (entry.input_tokens * model.pricing.input_per_million
+                                  + entry.output_tokens * model.pricing.output_per_million) / 1_000_000
+
+        if self.spec.model is not None:
+            add(self.spec.model, self.spec.model.key, self.model_calls, self.input_tokens, self.output_tokens)
+        for key, (calls, input_tokens, output_tokens) in self.judged.items():
+            model = self.spec.judges.get(key) or (self.spec.model if self.spec.model and
+                                                 self.spec.model.key == key else None)
+            add(model, key, calls, input_tokens, output_tokens)
+        return usage
 
 
 def aggregator_name() -> str:

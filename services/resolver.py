@@ -208,6 +208,7 @@ class _Resolver:
         subsampling = spec.subsampling or evaluation.subsampling
         star = self.star_metric(spec.star_metric or evaluation.star_metric, cls, task, index,
                                 "star_metric" if spec.star_metric else None)
+        judges = self.judges(cls, task, model, index)
         resolved = ResolvedTaskSpec(
             key=spec.key or spec.derived_key,
             display_name=spec.display_name or spec.key or spec.derived_key,
@@ -218,6 +219,7 @@ class _Resolver:
             subsampling=subsampling,
             task_result_log_path=spec.task_result_log_path,
             star_metric=star,
+            judges=judges,
         )
         try:
             selected = select_for(resolved)
@@ -258,6 +260,25 @@ class _Resolver:
             prefix = (self._field(index, "task_config") if index is not None else f"{field}.config") + "."
             raise spec_error_from(exc, self.file, cls.config_model, merged, prefix=prefix) from None
         return draft.model_copy(update={"config": validated.model_dump(mode="json")}), cls
+
+    def judges(self, cls: type[Task], task: ResolvedTask, model: ResolvedModel | None,
+               index: int) -> dict[str, ResolvedModel]:
+        """The judge models of the task's model-graded scorers, each resolved like any model."""
+        from workers.judges import JudgeOptions
+
+        scorers = cls(cls.validate_config(task.config), _placeholder_dataset()).scorers()
+        judges = {}
+        for position, scorer in enumerate(scorers):
+            if not isinstance(scorer, JudgeOptions):
+                continue
+            field = self._field(index, f"task_config.scorers[{position}].judge_model")
+            if scorer.judge_model is None:
+                if model is None:
+                    raise SpecError(self.file, field, f"{scorer.name} needs a judge model: this task has no model "
+                                    "to default to")
+                continue
+            judges[scorer.judge_model] = self.model(scorer.judge_model, index, field=field)
+        return judges
 
     def model(self, key: str, index: int | None, *, field: str | None = None) -> ResolvedModel:
         field = field or self._field(index, "model_key")

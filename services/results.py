@@ -274,11 +274,16 @@ def usage_of(task_result_id: int, spec: ResolvedTaskSpec) -> Usage:
         tokens_in, tokens_out = connection.execute(select(
             func.coalesce(func.sum(sr.input_tokens), 0), func.coalesce(func.sum(sr.output_tokens), 0),
         ).where(sr.task_result_id == task_result_id, sr.cached.is_not(True))).one()
+        judging = connection.execute(select(func.sum(sr.judge_cost_usd)).where(
+            sr.task_result_id == task_result_id)).scalar()
         latencies = sorted(connection.execute(select(sr.latency_ms).where(
             sr.task_result_id == task_result_id, sr.latency_ms.is_not(None))).scalars())
     pricing = spec.model.pricing if spec.model else None
     cost = None if pricing is None else (tokens_in * pricing.input_per_million
                                          + tokens_out * pricing.output_per_million) / 1_000_000
+    if judging is not None:
+        # Cost includes what judging cost (model-graded scorers).
+        cost = (cost or 0.0) + judging
 
     def rank(q: float) -> float | None:
         return latencies[max(1, math.ceil(q * len(latencies))) - 1] if latencies else None

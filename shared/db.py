@@ -129,6 +129,8 @@ sample_results = Table(
     Column("input_tokens", Integer, nullable=True),
     Column("output_tokens", Integer, nullable=True),
     Column("cached", Boolean, nullable=True),
+    # What the sample's judge calls cost, from the judge models' pricing (null: no judge, or unpriced).
+    Column("judge_cost_usd", Float, nullable=True),
     Column("body", Text, nullable=False),
     UniqueConstraint("task_result_id", "sample_id", name="uq_sample_results_sample"),
     Index("ix_sample_results_position", "task_result_id", "position"),

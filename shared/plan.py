@@ -73,6 +73,8 @@ class ResolvedTaskSpec(Frozen):
     subsampling: Subsampling = "head"
     task_result_log_path: str | None = None
     star_metric: ResolvedStarMetric | None = None
+    # The judge models that model-graded scorers name, by key.
+    judges: dict[str, ResolvedModel] = Field(default_factory=dict)
 
 
 class ResolvedEvaluation(Frozen):

@@ -22,6 +22,7 @@ from shared.db import now, sample_results, task_results
 from shared.log import SampleError, SampleRecord
 from shared.outages import is_outage
 from shared.redact import scrub
+from shared.spec import Pricing
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ def _statements_for(engine: Engine) -> _Statements:
 
 
 _primary_labels: dict[int, str | None] = {}
+# Pricing of each judge model by key, per task result (filled with the primary label).
+_judge_pricing: dict[int, dict[str, Pricing]] = {}
 
 
 def primary_label(connection, task_result_id: int) -> str | None:  # noqa: ANN001
@@ -92,8 +95,12 @@ def primary_label(connection, task_result_id: int) -> str | None:  # noqa: ANN00
 
         plan = connection.execute(select(task_results.c.plan).where(task_results.c.id == task_result_id)).scalar()
         label = None
+        pricing: dict[str, Pricing] = {}
         if plan is not None:
             spec = ResolvedTaskSpec.model_validate_json(plan)
+            pricing = {key: model.pricing for key, model in [*spec.judges.items(),
+                                                             *([(spec.model.key, spec.model)] if spec.model else [])]
+                       if model.pricing is not None}
             if spec.star_metric is not None:
                 label = spec.star_metric.scorer
             else:
@@ -103,8 +110,18 @@ def primary_label(connection, task_result_id: int) -> str | None:  # noqa: ANN00
                     label = None
         if len(_primary_labels) > 4096:
             _primary_labels.clear()
+            _judge_pricing.clear()
+        _judge_pricing[task_result_id] = pricing
         _primary_labels[task_result_id] = label
     return _primary_labels[task_result_id]
+
+
+def judge_cost(record: SampleRecord, pricing: dict[str, Pricing]) -> float | None:
+    """The sample's judge calls priced by their models; None when it made none or none is priced."""
+    costs = [(j.input_tokens * pricing[j.model].input_per_million
+              + j.output_tokens * pricing[j.model].output_per_million) / 1_000_000
+             for j in record.judges if j.model in pricing]
+    return sum(costs) if costs else None
 
 
 def _score(record: SampleRecord, label: str | None) -> float | None:
@@ -137,6 +154,8 @@ def record_results(engine: Engine, batch: list[PendingResult]) -> list[int]:
             "input_tokens": p.record.usage.input_tokens if p.record.usage else None,
             "output_tokens": p.record.usage.output_tokens if p.record.usage else None,
             "cached": p.record.cached,
+            "judge_cost_usd": judge_cost(p.record, _judge_pricing.get(p.task_result_id, {})) if p.record.judges
+            else None,
             "body": p.record.model_dump_json(),
         }
         for p in batch

@@ -29,6 +29,7 @@ from shared.result_store import CachedInference, CachedScores, StoreWrite, reset
 from shared.samples import Prompt, Sample
 from shared.settings import get_settings
 from workers.app import SAMPLE_TASK, app, dispatch_aggregation
+from workers.judges import Judges, judge_identities, recording, uses_judges
 from workers.prompt_budget import prompt_budget, reset_prompt_budget
 from workers.providers import Provider, ProviderError, provider_for, warm_up
 from workers.results import ResultWriter
@@ -121,6 +122,10 @@ def execution_of(spec: ResolvedTaskSpec, cache_policy: str, *, task_result_id: i
     """An execution of a resolved specification; with no task result (a dry run), for lookups."""
     task = load_task(spec.task, spec.dataset)
     task_part, scorer_part = task_identity(spec.task, task.scorer_config_fields)
+    if uses_judges(task.scorers()):
+        task.judges = Judges(spec)
+        # A verdict depends on who judged: each judge model's identity is part of the score key.
+        scorer_part = {**scorer_part, "judges": judge_identities(spec, task.scorers())}
     return Execution(
         task_result_id=task_result_id,
         run_id=run_id,
@@ -155,6 +160,7 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
     latency_ms = None
     model_calls = attempts = 0
     scores = {}
+    judged: list = []
     error = None
     cached = False
     store_write = None
@@ -176,12 +182,18 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
                                    output_tokens=generated.output_tokens or 0)
             new_inference = None if hit else CachedInference(output=output, usage=usage, latency_ms=latency_ms)
             try:
-                scores = hit_scores.scores if hit_scores is not None else task.score(sample, output)
+                if hit_scores is not None:
+                    scores = hit_scores.scores
+                else:
+                    with recording() as judged:
+                        scores = task.score(sample, output)
             finally:
                 # Saved even when scoring fails: the model call is paid for either way.
                 if execution.writes_cache and (hit is None or (scores and hit_scores is None)):
+                    # A score without a value (a judge's reply with no grade) is not kept: a re-run asks again.
+                    keep = bool(scores) and all(score.value is not None for score in scores.values())
                     store_write = StoreWrite(ikey, hit or new_inference, skey,
-                                             CachedScores(scores=scores) if scores else None, known=hit is not None)
+                                             CachedScores(scores=scores) if keep else None, known=hit is not None)
     except ProviderError as exc:
         model_calls, attempts = exc.calls, exc.attempts
         error = SampleError(type=exc.type_name, message=scrub(str(exc)), status_code=exc.status_code,
@@ -204,6 +216,7 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
         model_calls=model_calls,
         attempts=attempts,
         cached=cached,
+        judges=judged,
         worker=worker,
         started_at=started_at,
         completed_at=now(),

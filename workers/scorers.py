@@ -1,18 +1,29 @@
-"""Built-in scorers of model output against a sample's target. Each reports accuracy and its
-standard error. To add one: write a function `(output, target, options) -> Score`, an options
-model, and list both in `SCORERS`."""
+"""Scorers of model output against a sample's target. Each reports accuracy and its standard error.
+
+Built in: `exact`, `includes`, `regex`, `numeric`, and the model-graded `model_graded_qa` and
+`model_graded_fact` (workers.judges). A user scorer is `{name: label, entrypoint:
+"package.module:function", options: {...}}`: a function `(output: str, sample: Sample, options:
+dict) -> Score | float | bool`, plain or `async`, imported only from EVALFLEET_ALLOWED_MODULES.
+To add a built-in one: a function `(output, target, options) -> Score`, an options model, and
+both listed in `SCORERS`."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 import re
 import string
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.log import Score
+
+if TYPE_CHECKING:
+    from shared.samples import Sample
+    from workers.judges import Judges
 
 ACCURACY_METRICS = ("accuracy", "stderr")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+")
@@ -103,15 +114,42 @@ SCORERS: dict[str, tuple[type[ScorerOptions], Callable[[str, str, Any], Score]]]
 }
 
 
+class UserScorerOptions(ScorerOptions):
+    entrypoint: str = Field(description="package.module:function, in EVALFLEET_ALLOWED_MODULES.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Passed to the function as they are.")
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _importable(cls, entrypoint: str) -> str:
+        from shared.entrypoints import load_entrypoint
+        from shared.errors import SpecError
+
+        try:
+            function = load_entrypoint(entrypoint)
+        except SpecError as exc:
+            raise ValueError(exc.message) from None
+        if not callable(function):
+            raise ValueError(f"{entrypoint!r} is not a function")
+        return entrypoint
+
+
 def parse_scorer(item: str | dict[str, Any]) -> ScorerOptions:
-    """A scorer list item: a name, or a mapping of `name` and that scorer's options."""
+    """A scorer list item: a name, or a mapping of `name` and that scorer's options (with
+    `entrypoint`: a user scorer)."""
+    from workers.judges import JudgeOptions
+
     data = {"name": item} if isinstance(item, str) else dict(item)
     name = data.get("name")
+    if "entrypoint" in data:
+        return UserScorerOptions.model_validate(data)
+    if name in ("model_graded_qa", "model_graded_fact"):
+        return JudgeOptions.model_validate(data)
     if name not in SCORERS:
         from shared.spec import did_you_mean
 
-        raise ValueError(f"unknown scorer {name!r}{did_you_mean(str(name), list(SCORERS))}; built-in scorers: "
-                         f"{', '.join(SCORERS)}")
+        known = [*SCORERS, "model_graded_qa", "model_graded_fact"]
+        raise ValueError(f"unknown scorer {name!r}{did_you_mean(str(name), known)}; built-in scorers: "
+                         f"{', '.join(known)}; or give an `entrypoint` (package.module:function)")
     return SCORERS[name][0].model_validate(data)
 
 
@@ -125,5 +163,33 @@ def scorer_labels(scorers: list[ScorerOptions]) -> list[str]:
     return labels
 
 
-def run_scorer(options: ScorerOptions, output: str, target: str) -> Score:
+def run_scorer(options: ScorerOptions, output: str, target: str, sample: Sample | None = None,
+               judges: Judges | None = None) -> Score:
+    from workers.judges import JudgeError, JudgeOptions
+
+    if isinstance(options, UserScorerOptions):
+        return _user_score(options, output, sample)
+    if isinstance(options, JudgeOptions):
+        if judges is None or sample is None:
+            raise JudgeError(f"scorer {options.name} needs a judge model, which this task does not provide")
+        return judges.ask(options, sample, output)
     return SCORERS[options.name][1](output, target, options)
+
+
+def _user_score(options: UserScorerOptions, output: str, sample: Sample | None) -> Score:
+    from shared.entrypoints import load_entrypoint
+
+    function = load_entrypoint(options.entrypoint)
+    result = function(output, sample, options.options)
+    if inspect.isawaitable(result):
+        result = asyncio.run(_awaited(result))
+    if isinstance(result, Score):
+        return result
+    if isinstance(result, bool | int | float):
+        return Score(value=float(result), answer=output)
+    raise TypeError(f"scorer {options.entrypoint} returned {type(result).__name__}; expected a Score, a number "
+                    "or a bool")
+
+
+async def _awaited(awaitable: Any) -> Any:  # noqa: ANN401 - whatever the user's coroutine returns
+    return await awaitable

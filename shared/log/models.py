@@ -53,6 +53,17 @@ class PromptRef(LogModel):
                                                                      "(multiple_choice: `choices`).")
 
 
+class JudgeUsage(LogModel):
+    """The calls a sample's judge scorers made to one judge model."""
+
+    model: str = Field(description="The judge's model key.")
+    calls: int = 0
+    attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float | None = None
+
+
 class SampleRecord(LogModel):
     id: str
     position: int = Field(description="Place of the sample in the selection.")
@@ -71,6 +82,8 @@ class SampleRecord(LogModel):
     attempts: int = Field(0, description="Requests tried, including those that got no response "
                                          "(connection failures, timeouts).")
     cached: bool = Field(False, description="The output came from the result store, not a model call.")
+    judges: list[JudgeUsage] = Field(default_factory=list, description="Calls of model-graded scorers (a judge "
+                                     "model), one entry per call; none when the scores came from the store.")
     worker: str | None = None
     started_at: datetime
     completed_at: datetime
@@ -166,5 +179,5 @@ class TaskResultLog(LogHeader):
 
 
 __all__ = ["LOG_FILE_SUFFIX", "LOG_VERSION", "READABLE_VERSIONS", "ErrorCount", "ErrorSummary", "EvaluationHeader",
-           "LogError", "LogHeader", "LogModel", "LogStats", "ModelUsage", "PromptRef", "SampleError", "SampleRecord", "Score",
+           "JudgeUsage", "LogError", "LogHeader", "LogModel", "LogStats", "ModelUsage", "PromptRef", "SampleError", "SampleRecord", "Score",
            "ScorerResult", "StarMetricResult", "TaskResultLog", "TaskStatus", "TokenUsage"]

@@ -74,6 +74,18 @@ CASES = {
                             f"{SPEC}.model_key"),
     "unknown-task-config-field": Case(_set("evaluation.task_specifications.0.task_config", {"scorer": "exact"}),
                                       f"{SPEC}.task_config.scorer"),
+    "unknown-judge-model": Case(
+        _set("evaluation.task_specifications.0.task_config",
+             {"scorers": ["exact", {"name": "model_graded_qa", "judge_model": "judge-9"}]}),
+        f"{SPEC}.task_config.scorers[1].judge_model"),
+    "judge-template-field": Case(
+        _set("evaluation.task_specifications.0.task_config",
+             {"scorers": [{"name": "model_graded_fact", "template": "{question} {mood}"}]}),
+        f"{SPEC}.task_config.scorers"),
+    "user-scorer-not-allowed": Case(
+        _set("evaluation.task_specifications.0.task_config",
+             {"scorers": [{"name": "mine", "entrypoint": "python_scorers:half"}]}),
+        "EVALFLEET_ALLOWED_MODULES"),
     "second-spec-unknown-dataset": Case(
         lambda d: d["evaluation"]["task_specifications"].append(
             {"key": "spec2", "task_key": "qa", "model_key": "mock$target", "dataset_key": "other"}),

@@ -14,8 +14,9 @@ Endpoints
     GET  /config                the configuration as JSON
     GET  /health                {"ok": true}
 
-Answers: the `answers` mapping (last user message -> answer) first; otherwise `reply: echo`
-returns the last user message and `reply: fixed` returns `answer`. Token usage is deterministic:
+Answers: the `answers` mapping (last user message -> answer) first; then `model_answers`
+({model name: {substring: answer}}: the first substring found in the last user message, "" for
+any); otherwise `reply: echo` returns the last user message and `reply: fixed` returns `answer`. Token usage is deterministic:
 prompt_tokens is the number of whitespace-separated words over all messages' contents,
 completion_tokens the number of words of the answer.
 
@@ -96,6 +97,7 @@ class FakeConfig:
     reply: str = "echo"  # "echo" | "fixed"
     answer: str = "OK"
     answers: dict[str, str] = field(default_factory=dict)
+    model_answers: dict[str, dict[str, str]] = field(default_factory=dict)
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0  # uniform extra latency in [0, jitter), from the seeded generator
     seed: int = 0
@@ -152,6 +154,8 @@ class _Stats:
         self.faults: Counter[str] = Counter()  # fault -> count
         self.authorization: Counter[str] = Counter()  # Authorization header value -> count
         self.models: Counter[str] = Counter()
+        self.in_flight_by_model: Counter[str] = Counter()
+        self.max_concurrency_by_model: Counter[str] = Counter()
         self.attempts_by_prompt: Counter[str] = Counter()
         self.log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self.other_requests = 0  # stats, config and other endpoints
@@ -168,6 +172,7 @@ class _Stats:
                 "faults": dict(self.faults),
                 "authorization": dict(self.authorization),
                 "models": dict(self.models),
+                "max_concurrency_by_model": dict(self.max_concurrency_by_model),
                 "distinct_prompts": len(self.attempts_by_prompt),
                 "other_requests": self.other_requests,
                 "connections_open": connections_open,
@@ -483,6 +488,9 @@ class FakeOpenAIServer:
             stats.max_concurrency = max(stats.max_concurrency, stats.in_flight)
             stats.authorization[authorization] += 1
             stats.models[model] += 1
+            stats.in_flight_by_model[model] += 1
+            stats.max_concurrency_by_model[model] = max(stats.max_concurrency_by_model[model],
+                                                        stats.in_flight_by_model[model])
             stats.attempts_by_prompt[prompt] += 1
             attempt = stats.attempts_by_prompt[prompt]
             fault = self._choose_fault(number, prompt, attempt) if parse_error is None else "400"
@@ -522,6 +530,9 @@ class FakeOpenAIServer:
                 return keep_alive
             answer = config.answers.get(prompt)
             if answer is None:
+                answer = next((reply for substring, reply in config.model_answers.get(model, {}).items()
+                               if substring in prompt), None)
+            if answer is None:
                 answer = prompt if config.reply == "echo" else config.answer
             prompt_tokens = sum(len(_content_text(m).split()) for m in messages if isinstance(m, dict))
             completion_tokens = len(answer.split())
@@ -543,6 +554,7 @@ class FakeOpenAIServer:
         finally:
             with stats.lock:
                 stats.in_flight -= 1
+                stats.in_flight_by_model[model] -= 1
 
     async def _hang(self, reader: asyncio.StreamReader, seconds: float) -> None:
         """Hold a request without answering until `seconds` pass or the client goes away."""

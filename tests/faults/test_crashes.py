@@ -196,6 +196,7 @@ def test_a_redis_outage_does_not_turn_a_model_call_into_a_sample_error(sandbox, 
     is down for about a second, as in a restart."""
     import threading
 
+    from shared.cache_identity import InferenceIdentity
     from shared.plan import ResolvedDataset, ResolvedModel, ResolvedTask
     from shared.samples import Sample
     from workers.limits import reset_limiters
@@ -213,7 +214,7 @@ def test_a_redis_outage_does_not_turn_a_model_call_into_a_sample_error(sandbox, 
                                                                    "prompt_template": "{input} | {target}"}),
                      ResolvedDataset(key="d", path=str(sandbox.root / "unused.jsonl")))
     execution = Execution(task_result_id=0, run_id="outage", spec=None, cache_policy="no-cache", task=task,
-                          provider=OpenAIProvider(model))
+                          provider=OpenAIProvider(model), identity=InferenceIdentity({}, {}))
     sample = Sample(id="s00", input="question 00", target="answer-00")
     outcome: dict = {}
 

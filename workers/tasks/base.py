@@ -32,6 +32,12 @@ class Task:
     def __init__(self, config: TaskConfig, dataset: ResolvedDataset):
         self.config = config
         self.dataset = dataset
+        # The judge models of model-graded scorers (workers.judges.Judges), set by the worker.
+        self.judges: Any = None
+
+    def scorers(self) -> list[Any]:
+        """The task's scorer options (`workers.scorers`), for judges and user scorers."""
+        return list(getattr(self.config, "scorers", None) or [])
 
     @property
     def needs_target(self) -> bool:

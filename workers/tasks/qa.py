@@ -59,6 +59,6 @@ class QATask(Task):
     def score(self, sample: Sample, output: str | None) -> dict[str, Score]:
         labels = scorer_labels(self.config.scorers)
         return {
-            label: run_scorer(scorer, output or "", sample.target or "")
+            label: run_scorer(scorer, output or "", sample.target or "", sample, self.judges)
             for label, scorer in zip(labels, self.config.scorers, strict=True)
         }
