@@ -292,9 +292,9 @@ class FakeOpenAI:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def _call(self, method: str, path: str) -> dict[str, Any]:
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
-                                         data=b"{}" if method == "POST" else None,
+                                         data=json.dumps(body or {}).encode() if method == "POST" else None,
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read() or b"{}")
@@ -304,3 +304,6 @@ class FakeOpenAI:
 
     def reset(self) -> None:
         self._call("POST", "/reset")
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        return self._call("POST", "/config", changes)

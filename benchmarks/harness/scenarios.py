@@ -670,11 +670,12 @@ def _describe(exc: BaseException) -> str:
 # Scenarios of later features live in modules of their own, named after what they measure.
 from benchmarks.harness import (  # noqa: E402 - they build on the definitions above
     api_paging,
+    judging,
     log_tooling,
     million_samples,
     parquet_export,
     recovery,
 )
 
-for _module in (recovery, log_tooling, api_paging, parquet_export, million_samples):
+for _module in (recovery, log_tooling, api_paging, parquet_export, million_samples, judging):
     SCENARIOS.update(_module.SCENARIOS)
