@@ -23,6 +23,7 @@ from datetime import timedelta
 from sqlalchemy import case, func, or_, select, update
 
 from shared.db import CANCELLING, FINAL_STATUSES, get_engine, now, runs, sample_results, task_results
+from shared.epochs import reduce_scores
 from shared.errors import StoreError
 from shared.log import (
     ErrorCount,
@@ -34,6 +35,7 @@ from shared.log import (
     ModelUsage,
     SampleRecord,
     SampleSpool,
+    Score,
     ScorerResult,
     StarMetricResult,
     finite_or_none,
@@ -97,7 +99,9 @@ class _Folder:
         self.judged: dict[str, list[int]] = {}
         self.unscored: Counter[str] = Counter()
 
-    def add(self, record: SampleRecord) -> None:
+    def add(self, record: SampleRecord, *, fold_scores: bool = True) -> None:
+        """Counts, usage and errors of a record; its scores too unless they are folded reduced
+        over the sample's epochs (`add_scores`)."""
         self.model_calls += record.model_calls
         self.attempts += record.attempts
         self.cache_hits += record.cached
@@ -116,7 +120,11 @@ class _Folder:
             if kind in self.error_kinds or len(self.error_kinds) < MAX_DISTINCT_ERRORS:
                 self.error_kinds[kind] += 1
             return
-        for label, score in record.scores.items():
+        if fold_scores:
+            self.add_scores(record.scores)
+
+    def add_scores(self, scores: dict[str, Score]) -> None:
+        for label, score in scores.items():
             if label in self.accumulators:
                 if score.value is None:
                     self.unscored[label] += 1  # a scorer error (a judge reply without a grade)
@@ -231,6 +239,7 @@ def _assemble(task_result_id: int, owner: str, status: str | None) -> str | None
                                 sample_results.c.position)
                          .where(sample_results.c.task_result_id == task_result_id)
                          .order_by(sample_results.c.position))
+            epochs = EpochGroup(spec, folder, spool)
             with engine.connect() as connection, engine.connect() as large_bodies:
                 result = connection.execution_options(yield_per=STREAM_BATCH).execute(statement)
                 for sample_id, body, group_key, position in result:
@@ -242,11 +251,15 @@ def _assemble(task_result_id: int, owner: str, status: str | None) -> str | None
                     if task.scores_population and record.error is None:
                         record.scores = task.score_in_population(record.scores, group_key in duplicated)
                         body = record.model_dump_json()
-                    folder.add(record)
-                    spool.add(sample_id, body)
+                    if spec.epochs == 1:
+                        folder.add(record)
+                        spool.add(sample_id, body)
+                    else:
+                        epochs.add(position, sample_id, record, body)
                     if time.monotonic() - refreshed > CLAIM_REFRESH_S:
                         _refresh_claim(task_result_id, owner)
                         refreshed = time.monotonic()
+            epochs.flush()
             final_status = status or "success"
             error = None
             if status is None and errors_exceed_budget(folder.errors, row.total, evaluation.fail_on_error):
@@ -298,6 +311,39 @@ def _assemble(task_result_id: int, owner: str, status: str | None) -> str | None
         _settle(task_result_id, owner, row.run_id, "error", None, None,
                 f"{message}\n{traceback.format_exc(limit=5)}", ErrorSummary(task_error=message))
         return None
+
+
+class EpochGroup:
+    """The records of one sample's epochs (consecutive work positions), reduced to one score per
+    scorer when the sample's last epoch comes by: the reduced scores go into the metrics and onto
+    that last record (`reduced_scores`); every epoch's record goes into the log."""
+
+    def __init__(self, spec: ResolvedTaskSpec, folder: _Folder, spool: SampleSpool):
+        self.epochs, self.reducer = spec.epochs, spec.epoch_reducer
+        self.folder, self.spool = folder, spool
+        self.place: int | None = None
+        self.records: list[tuple[str, SampleRecord, str]] = []
+
+    def add(self, position: int, sample_id: str, record: SampleRecord, body: str) -> None:
+        place = position // self.epochs
+        if place != self.place:
+            self.flush()
+            self.place = place
+        self.records.append((sample_id, record, body))
+
+    def flush(self) -> None:
+        if not self.records:
+            return
+        scored = [record.scores for _, record, _ in self.records if record.error is None]
+        reduced = reduce_scores(self.reducer, scored) if scored else None
+        if reduced:
+            self.folder.add_scores(reduced)
+        for index, (sample_id, record, body) in enumerate(self.records):
+            self.folder.add(record, fold_scores=False)
+            if index == len(self.records) - 1 and reduced is not None:
+                body = record.model_copy(update={"reduced_scores": reduced}).model_dump_json()
+            self.spool.add(sample_id, body)
+        self.records = []
 
 
 def _duplicated_groups(task_result_id: int) -> set[str]:

@@ -13,7 +13,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from services.resolver import ResolvedRunFile, ResolvedSpec
-from shared.samples import chunks, iter_selected
+from shared.epochs import epoch_of
+from shared.samples import chunks, iter_selected, with_epochs
 
 OUTPUT_TOKENS_GUESS = 100
 LOOKUP_BATCH = 200
@@ -43,7 +44,7 @@ def plan_spec(item: ResolvedSpec, cache_policy: str) -> SpecPlan:
 
     spec = item.spec
     base = {"key": spec.key, "display_name": spec.display_name, "model": spec.model.key if spec.model else None,
-            "samples": item.selection.total}
+            "samples": item.selection.total * spec.epochs}
     if item.uploaded_log is not None or spec.model is None:
         return SpecPlan(**base, cached=0, model_calls=0, uploaded=item.uploaded_log is not None,
                         estimated_input_tokens=0, estimated_output_tokens=0, estimated_cost_usd=None if spec.model is None
@@ -51,10 +52,11 @@ def plan_spec(item: ResolvedSpec, cache_policy: str) -> SpecPlan:
     execution = execution_of(spec, cache_policy, with_provider=False)
     cached = calls = input_chars = 0
     cached_output_tokens = []
-    selected = iter_selected(spec.dataset, item.selection, needs_input=item.needs_input, needs_target=item.needs_target)
+    selected = with_epochs(iter_selected(spec.dataset, item.selection, needs_input=item.needs_input,
+                                         needs_target=item.needs_target), spec.epochs)
     for chunk in chunks(selected, LOOKUP_BATCH):
         records = cached_samples(execution, chunk)
-        for (_, sample), record in zip(chunk, records, strict=True):
+        for (position, sample), record in zip(chunk, records, strict=True):
             if isinstance(record, SampleRecord):
                 cached += 1
                 if record.usage is not None:
@@ -62,7 +64,7 @@ def plan_spec(item: ResolvedSpec, cache_policy: str) -> SpecPlan:
                 continue
             calls += 1
             try:
-                input_chars += _prompt_chars(cache_keys(execution, sample)[0])
+                input_chars += _prompt_chars(cache_keys(execution, sample, epoch_of(position, spec.epochs)[1])[0])
             except Exception:  # noqa: BLE001 - a prompt the run would record as the sample's error
                 pass
     if spec.model.generation.max_tokens:

@@ -24,7 +24,7 @@ from services.resolver import ResolvedSpec, select_for
 from shared.db import get_engine, now, runs, sample_results, task_results
 from shared.log import SampleRecord
 from shared.plan import ResolvedTaskSpec
-from shared.samples import chunks, iter_selected
+from shared.samples import chunks, iter_selected, with_epochs
 from shared.settings import get_settings
 from workers.app import SampleSender, dispatch_aggregation, queue_for
 from workers.results import PendingResult, record_results
@@ -123,8 +123,8 @@ class Feeder:
     def _feed(self, item: FeedItem, sender: SampleSender) -> None:
         queue = queue_for(item.spec)
         execution = lookup_execution(item.task_result_id) if self.cache_policy == "reuse" else None
-        selected = iter_selected(item.spec.dataset, item.selection, needs_input=item.needs_input,
-                                 needs_target=item.needs_target)
+        selected = with_epochs(iter_selected(item.spec.dataset, item.selection, needs_input=item.needs_input,
+                                             needs_target=item.needs_target), item.spec.epochs)
         batch = min(LOOKUP_BATCH, self.window or LOOKUP_BATCH)
         if execution is not None:
             # Looking a chunk up renders its prompts: with templates of megabytes, fewer at a time.
@@ -135,8 +135,8 @@ class Feeder:
                 continue
             self._pace(sender, len(chunk))
             if self.skip_recorded:
-                recorded = recorded_ids(item.task_result_id, [sample.id for _, sample in chunk])
-                chunk_to_do = [(position, sample) for position, sample in chunk if sample.id not in recorded]
+                recorded = recorded_positions(item.task_result_id, [position for position, _ in chunk])
+                chunk_to_do = [(position, sample) for position, sample in chunk if position not in recorded]
             else:
                 chunk_to_do = chunk
             # One store round trip per chunk here saves one per sample on the workers: a sample
@@ -275,11 +275,11 @@ def _feed_quietly(run_id: str, cache_policy: str, name: str) -> None:
         logger.exception("feeding run %s failed", run_id)
 
 
-def recorded_ids(task_result_id: int, sample_ids: list[str]) -> set[str]:
-    """Which of these samples already have a result in the task result."""
-    if not sample_ids:
+def recorded_positions(task_result_id: int, positions: list[int]) -> set[int]:
+    """Which of these work positions (a sample's epoch) already have a result in the task result."""
+    if not positions:
         return set()
     sr = sample_results.c
     with get_engine().connect() as connection:
-        return set(connection.execute(select(sr.sample_id).where(
-            sr.task_result_id == task_result_id, sr.sample_id.in_(sample_ids))).scalars())
+        return set(connection.execute(select(sr.position).where(
+            sr.task_result_id == task_result_id, sr.position.in_(positions))).scalars())

@@ -26,7 +26,7 @@ from services.aggregator import STALE_CLAIM_S, assemble_task_result_log
 from services.resolver import select_for
 from shared.db import CANCELLING, exclusive, get_engine, now, runs, sample_results, task_results
 from shared.plan import ResolvedTaskSpec
-from shared.samples import iter_selected
+from shared.samples import iter_selected, with_epochs
 from workers.app import SWEEP_TASK, SampleSender, app, pending_samples, queue_depth, queue_for
 from workers.heartbeat import HEARTBEAT_S, live_workers
 from workers.results import claim_aggregation
@@ -79,9 +79,9 @@ def requeue_missing_samples(run_id: str, only: dict[int, set[int]] | None = None
             spec = ResolvedTaskSpec.model_validate_json(plan)
             recorded = _recorded_positions(task_result_id)
             selected = select_for(spec)
-            for position, sample in iter_selected(spec.dataset, selected.selection,
-                                                  needs_input=selected.needs_input,
-                                                  needs_target=selected.needs_target):
+            for position, sample in with_epochs(iter_selected(spec.dataset, selected.selection,
+                                                              needs_input=selected.needs_input,
+                                                              needs_target=selected.needs_target), spec.epochs):
                 if enqueued is not None and position >= enqueued:
                     break  # its feeder has not got this far: it sends the rest itself
                 if position in recorded or (only is not None and position not in only[task_result_id]):

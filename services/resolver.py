@@ -19,6 +19,7 @@ from services.overrides import Overrides
 from services.registry import EntityLookup
 from services.upload import load_uploaded_log, resolve_log_location
 from shared.entrypoints import load_entrypoint
+from shared.epochs import check_reducer
 from shared.errors import SpecError
 from shared.log import TaskResultLog
 from shared.plan import (
@@ -209,6 +210,7 @@ class _Resolver:
         star = self.star_metric(spec.star_metric or evaluation.star_metric, cls, task, index,
                                 "star_metric" if spec.star_metric else None)
         judges = self.judges(cls, task, model, index)
+        epochs, reducer = self.epochs(spec, cls, index)
         resolved = ResolvedTaskSpec(
             key=spec.key or spec.derived_key,
             display_name=spec.display_name or spec.key or spec.derived_key,
@@ -220,6 +222,8 @@ class _Resolver:
             task_result_log_path=spec.task_result_log_path,
             star_metric=star,
             judges=judges,
+            epochs=epochs,
+            epoch_reducer=reducer,
         )
         try:
             selected = select_for(resolved)
@@ -260,6 +264,19 @@ class _Resolver:
             prefix = (self._field(index, "task_config") if index is not None else f"{field}.config") + "."
             raise spec_error_from(exc, self.file, cls.config_model, merged, prefix=prefix) from None
         return draft.model_copy(update={"config": validated.model_dump(mode="json")}), cls
+
+    def epochs(self, spec: TaskSpecification, cls: type[Task], index: int) -> tuple[int, str]:
+        evaluation = self.run_file.evaluation
+        epochs = spec.epochs or evaluation.epochs
+        reducer = spec.epoch_reducer or evaluation.epoch_reducer
+        field = self._field(index, "epochs") if spec.epochs else "evaluation.epochs"
+        if epochs > 1 and not cls.needs_model:
+            raise SpecError(self.file, field, "epochs repeat model calls; this task has no model")
+        try:
+            return epochs, check_reducer(reducer, epochs)
+        except ValueError as exc:
+            raise SpecError(self.file, self._field(index, "epoch_reducer") if spec.epoch_reducer
+                            else "evaluation.epoch_reducer", str(exc)) from None
 
     def judges(self, cls: type[Task], task: ResolvedTask, model: ResolvedModel | None,
                index: int) -> dict[str, ResolvedModel]:

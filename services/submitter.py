@@ -85,7 +85,7 @@ def create_run(evaluation: ResolvedEvaluation, specs: Sequence[ResolvedSpec],
         for position, item in enumerate(specs):
             ids.append(connection.execute(task_results.insert().values(
                 run_id=run_id, position=position, spec_key=item.spec.key, plan=item.spec.model_dump_json(),
-                total=item.selection.total, done=0, errors=0, model_calls=0, cache_hits=0, status="running",
+                total=item.selection.total * item.spec.epochs, done=0, errors=0, model_calls=0, cache_hits=0, status="running",
                 started_at=started, uuid=str(uuid.uuid4()), model_key=item.spec.model.key if item.spec.model else None,
                 enqueued=None if item.uploaded_log is not None else 0,
             )).inserted_primary_key[0])

@@ -18,7 +18,7 @@ from shared.log.reader import LogError
 from shared.plan import ResolvedTaskSpec
 from shared.prompts import prompt_of
 from shared.result_store import CachedInference, CachedScores, result_store
-from shared.samples import Sample, Selection, iter_selected
+from shared.samples import Sample, Selection, iter_selected, with_epochs
 from shared.settings import get_settings
 from workers.results import PendingResult, record_results
 from workers.tasks import load_task
@@ -72,9 +72,11 @@ def load_uploaded_log(location: str, spec: ResolvedTaskSpec, selection: Selectio
         mismatches.append("model (key, provider, name, endpoint or generation settings)")
     if logged.dataset.key != spec.dataset.key:
         mismatches.append("dataset")
+    if (logged.epochs, logged.epoch_reducer) != (spec.epochs, spec.epoch_reducer):
+        mismatches.append("epochs or epoch_reducer")
     if not mismatches:
-        selected = [sample.id for _, sample in iter_selected(spec.dataset, selection, needs_input=needs_input,
-                                                             needs_target=needs_target)]
+        selected = [sample.id for _, sample in with_epochs(iter_selected(
+            spec.dataset, selection, needs_input=needs_input, needs_target=needs_target), spec.epochs)]
         if selected != log.sample_ids or [s.id for s in log.samples] != selected:
             mismatches.append("sample ids")
     if mismatches:
@@ -98,7 +100,7 @@ def inject_uploaded_log(log: TaskResultLog, spec: ResolvedTaskSpec, task_result_
         for record in batch:
             sample = Sample(id=record.id, input=record.input, target=record.target, metadata=record.metadata)
             if store is not None and record.error is None and record.output is not None:
-                ikey = identity.key(prompt_of(record, log) or "", sample)
+                ikey = identity.key(prompt_of(record, log) or "", sample, record.epoch - 1)
                 store.save(ikey, CachedInference(output=record.output, usage=record.usage,
                                                  latency_ms=record.latency_ms),
                            score_key(ikey, scorer_part), CachedScores(scores=record.scores), known=True)

@@ -116,6 +116,8 @@ sample_results = Table(
     Column("task_result_id", Integer, ForeignKey("task_results.id"), nullable=False),
     Column("sample_id", Text, nullable=False),
     Column("position", Integer, nullable=False),
+    # Which run of the sample (shared.epochs); `position` is then the work position.
+    Column("epoch", Integer, nullable=False, server_default="1"),
     Column("is_error", Boolean, nullable=False),
     # Tasks that score against the whole population (uniqueness) group samples by this value.
     Column("group_key", String(64), nullable=True),
@@ -132,7 +134,7 @@ sample_results = Table(
     # What the sample's judge calls cost, from the judge models' pricing (null: no judge, or unpriced).
     Column("judge_cost_usd", Float, nullable=True),
     Column("body", Text, nullable=False),
-    UniqueConstraint("task_result_id", "sample_id", name="uq_sample_results_sample"),
+    UniqueConstraint("task_result_id", "sample_id", "epoch", name="uq_sample_results_sample_epoch"),
     Index("ix_sample_results_position", "task_result_id", "position"),
 )
 

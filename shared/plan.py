@@ -75,6 +75,8 @@ class ResolvedTaskSpec(Frozen):
     star_metric: ResolvedStarMetric | None = None
     # The judge models that model-graded scorers name, by key.
     judges: dict[str, ResolvedModel] = Field(default_factory=dict)
+    epochs: int = 1
+    epoch_reducer: str = "mean"
 
 
 class ResolvedEvaluation(Frozen):

@@ -360,6 +360,17 @@ def iter_selected(dataset: ResolvedDataset, selection: Selection, *, needs_input
             position += 1
 
 
+def with_epochs(selected: Iterable[tuple[int, Sample]], epochs: int) -> Iterator[tuple[int, Sample]]:
+    """Each selected sample once per epoch, at its work positions: epoch e (from 1) of the sample
+    at place p is position p * epochs + e - 1 (see shared.epochs)."""
+    if epochs == 1:
+        yield from selected
+        return
+    for place, sample in selected:
+        for epoch in range(epochs):
+            yield place * epochs + epoch, sample
+
+
 T = TypeVar("T")
 
 

@@ -137,6 +137,8 @@ class TaskSpecification(Strict):
         "`<key>-<model key>` (a benchmark).")
     dataset_key: Key | None = None
     num_samples: PositiveInt | None = None
+    epochs: PositiveInt | None = Field(None, description="Overrides the evaluation's epochs.")
+    epoch_reducer: str | None = Field(None, description="Overrides the evaluation's epoch_reducer.")
     subsampling: Subsampling | None = None
     task_result_log_path: str | None = None
     star_metric: StarMetric | None = Field(None, description="Overrides the evaluation's star metric.")
@@ -175,6 +177,9 @@ class EvaluationSpec(Strict):
     subsampling: Subsampling = "head"
     mode: Literal["debug", "full"] | None = Field(None, description="Deprecated: use num_samples.")
     cache_policy: CachePolicy = "reuse"
+    epochs: PositiveInt = Field(1, description="Times each sample is run; each epoch is its own inference.")
+    epoch_reducer: str = Field("mean", description="How a sample's epochs become one score per scorer: mean, "
+                               "median, max, mode, at_least_<k>, pass_at_<k>.")
     log_prompts: PromptLogging = Field(
         "full", description="full: every sample's log record holds the prompt sent; reference: prompts rendered "
         "from a prompt_template are logged as the template's hash and the fields it was rendered with.")

@@ -50,8 +50,8 @@ class _Statements:
             from sqlalchemy.dialects.sqlite import insert
         self.insert = (
             insert(sample_results)
-            .on_conflict_do_nothing(index_elements=["task_result_id", "sample_id"])
-            .returning(sample_results.c.task_result_id, sample_results.c.sample_id)
+            .on_conflict_do_nothing(index_elements=["task_result_id", "sample_id", "epoch"])
+            .returning(sample_results.c.task_result_id, sample_results.c.sample_id, sample_results.c.epoch)
         )
         t = task_results.c
         self.count = (
@@ -133,7 +133,7 @@ def record_results(engine: Engine, batch: list[PendingResult]) -> list[int]:
     """Store a batch in one transaction; returns the task results whose aggregation it claimed."""
     statements = _statements_for(engine)
     # A stable order keeps two workers from locking the same rows in opposite orders.
-    batch = sorted(batch, key=lambda p: (p.task_result_id, p.record.id))
+    batch = sorted(batch, key=lambda p: (p.task_result_id, p.record.id, p.record.epoch))
     unknown = {p.task_result_id for p in batch} - _primary_labels.keys()
     if unknown:
         with engine.connect() as connection:
@@ -145,6 +145,7 @@ def record_results(engine: Engine, batch: list[PendingResult]) -> list[int]:
             "task_result_id": p.task_result_id,
             "sample_id": p.record.id,
             "position": p.record.position,
+            "epoch": p.record.epoch,
             "is_error": p.record.error is not None,
             "group_key": p.group_key,
             "error_type": _column_text(p.record.error.type, 100) if p.record.error else None,
@@ -160,14 +161,14 @@ def record_results(engine: Engine, batch: list[PendingResult]) -> list[int]:
         }
         for p in batch
     ]
-    by_key = {(p.task_result_id, p.record.id): p.record for p in batch}
+    by_key = {(p.task_result_id, p.record.id, p.record.epoch): p.record for p in batch}
     claimed: list[int] = []
     moment = now()
     with engine.begin() as connection:
         inserted = connection.execute(statements.insert, rows).all()
         increments: dict[int, dict[str, int]] = {}
-        for task_result_id, sample_id in inserted:
-            record = by_key[(task_result_id, sample_id)]
+        for task_result_id, sample_id, epoch in inserted:
+            record = by_key[(task_result_id, sample_id, epoch)]
             counts = increments.setdefault(task_result_id, {"done": 0, "errors": 0, "calls": 0, "attempts": 0,
                                                             "hits": 0})
             counts["done"] += 1

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from shared.cache_identity import InferenceIdentity, model_identity, score_key, task_identity
 from shared.db import CANCELLING, get_engine, now, runs, task_results
+from shared.epochs import epoch_of
 from shared.errors import EvalfleetError, StoreError
 from shared.log import PromptRef, SampleError, SampleRecord, TokenUsage
 from shared.outages import OutageBudgetExceeded, through_outages
@@ -154,6 +155,7 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
     `checked`: the submitter looked the sample up in the result store moments ago and found
     nothing, so it is not looked up again."""
     task = execution.task
+    epoch = epoch_of(position, execution.spec.epochs)[1] if execution.spec is not None else 1
     started_at = now()
     prompt = output = None
     usage = None
@@ -168,7 +170,7 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
         if execution.provider is None:
             scores = task.score(sample, output)
         else:
-            prompt, ikey, skey = cache_keys(execution, sample)
+            prompt, ikey, skey = cache_keys(execution, sample, epoch)
             hit, hit_scores = _lookup(ikey, skey) if execution.reads_cache and not checked else (None, None)
             if hit is not None:
                 cached = True
@@ -204,6 +206,7 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
     record = SampleRecord(
         id=sample.id,
         position=position,
+        epoch=epoch,
         input=sample.input,
         target=sample.target,
         metadata=sample.metadata,
@@ -224,10 +227,11 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
     return Evaluated(record, task.group_key(sample) if task.scores_population else None, store_write)
 
 
-def cache_keys(execution: Execution, sample: Sample) -> tuple[Prompt, str, str]:
-    """The prompt a sample sends, and its inference and score keys."""
+def cache_keys(execution: Execution, sample: Sample, epoch: int = 1) -> tuple[Prompt, str, str]:
+    """The prompt a sample sends, and its inference and score keys (each epoch its own inference;
+    the first keeps the keys of runs without epochs)."""
     prompt = execution.task.prompt(sample)
-    ikey = execution.identity.key(prompt, sample)
+    ikey = execution.identity.key(prompt, sample, epoch - 1)
     return prompt, ikey, score_key(ikey, execution.scorer_identity)
 
 
@@ -256,9 +260,10 @@ def cached_samples(execution: Execution, samples: list[tuple[int, Sample]]) -> l
     if execution.spec.model is None or not execution.reads_cache:
         return [None] * len(samples)
     keyed: list[tuple[int, tuple[str, str, str]]] = []
-    for index, (_, sample) in enumerate(samples):
+    epochs = execution.spec.epochs
+    for index, (position, sample) in enumerate(samples):
         try:
-            keyed.append((index, cache_keys(execution, sample)))
+            keyed.append((index, cache_keys(execution, sample, epoch_of(position, epochs)[1])))
         except Exception:  # noqa: BLE001 - the worker will record why the prompt cannot be built
             continue
     try:
@@ -275,7 +280,7 @@ def cached_samples(execution: Execution, samples: list[tuple[int, Sample]]) -> l
             continue
         position, sample = samples[index]
         records[index] = SampleRecord(
-            id=sample.id, position=position, input=sample.input, target=sample.target, metadata=sample.metadata,
+            id=sample.id, position=position, epoch=epoch_of(position, epochs)[1], input=sample.input, target=sample.target, metadata=sample.metadata,
             **logged_prompt(execution, sample, prompt), output=hit.output, scores=hit_scores.scores,
             usage=hit.usage, latency_ms=hit.latency_ms, model_calls=0, cached=True, worker=CACHE_WORKER,
             started_at=moment, completed_at=moment,

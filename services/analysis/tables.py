@@ -36,7 +36,8 @@ TABLES: dict[str, pa.Schema] = {
     ]),
     "samples": pa.schema([
         ("run_id", pa.string()), ("task_result_uuid", pa.string()), ("spec_key", pa.string()),
-        ("model_key", pa.string()), ("sample_id", pa.string()), ("position", pa.int64()), ("input", pa.string()),
+        ("model_key", pa.string()), ("sample_id", pa.string()), ("epoch", pa.int64()), ("position", pa.int64()),
+        ("input", pa.string()),
         ("target", pa.string()), ("output", pa.string()), ("error_type", pa.string()), ("error_message", pa.string()),
         ("latency_ms", pa.float64()), ("input_tokens", pa.int64()), ("output_tokens", pa.int64()),
         ("model_calls", pa.int64()), ("attempts", pa.int64()), ("cached", pa.bool_()), ("worker", pa.string()),
@@ -44,7 +45,8 @@ TABLES: dict[str, pa.Schema] = {
     ]),
     "scores": pa.schema([
         ("run_id", pa.string()), ("task_result_uuid", pa.string()), ("spec_key", pa.string()),
-        ("model_key", pa.string()), ("sample_id", pa.string()), ("scorer", pa.string()), ("value", pa.float64()),
+        ("model_key", pa.string()), ("sample_id", pa.string()), ("epoch", pa.int64()), ("scorer", pa.string()),
+        ("value", pa.float64()),
         ("passed", pa.bool_()), ("answer", pa.string()), ("explanation", pa.string()),
     ]),
 }
@@ -87,7 +89,7 @@ def _sample_rows(view: TaskResultView) -> Iterator[tuple[dict[str, Any], list[di
                 cost = (usage.get("input_tokens", 0) * pricing.input_per_million
                         + usage.get("output_tokens", 0) * pricing.output_per_million) / 1_000_000
             common = {"run_id": view.run_id, "task_result_uuid": view.uuid, "spec_key": view.spec.key,
-                      "model_key": model, "sample_id": sample["id"]}
+                      "model_key": model, "sample_id": sample["id"], "epoch": sample.get("epoch", 1)}
             row = {**common, "position": sample["position"], "input": _text(sample.get("input")),
                    "target": sample.get("target"), "output": sample.get("output"), "error_type": error.get("type"),
                    "error_message": error.get("message"), "latency_ms": sample.get("latency_ms"),

@@ -93,7 +93,7 @@ def run(path: str, as_json: bool, detach: bool, gate: str | None, num_samples: i
     submit_and_wait(lambda on_enqueued, on_created, stop: submit_resolved(resolved, on_enqueued, on_created,
                                                                            registered, stop),
                     as_json=as_json, detach=detach, label=resolved.evaluation.key,
-                    total=sum(s.selection.total for s in resolved.specs if s.uploaded_log is None),
+                    total=sum(s.selection.total * s.spec.epochs for s in resolved.specs if s.uploaded_log is None),
                     gate=threshold if gate is not None else None, show_keys=keys)
 
 

@@ -66,7 +66,9 @@ class JudgeUsage(LogModel):
 
 class SampleRecord(LogModel):
     id: str
-    position: int = Field(description="Place of the sample in the selection.")
+    position: int = Field(description="Place of the sample in the selection; with epochs, the work position: "
+                                      "place x epochs + epoch - 1.")
+    epoch: int = Field(1, description="Which run of the sample this is, from 1.")
     input: str | list[ChatMessage] | None = Field(description="Text, or a conversation (chat messages).")
     target: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -75,6 +77,9 @@ class SampleRecord(LogModel):
     prompt_ref: PromptRef | None = Field(None, description="Instead of `prompt`, with log_prompts: reference.")
     output: str | None = None
     scores: dict[str, Score] = Field(default_factory=dict)
+    reduced_scores: dict[str, Score] | None = Field(
+        None, description="With epochs, on the last epoch's record of each sample: its scores over all epochs, "
+                          "reduced by the epoch_reducer; the metrics are computed over these.")
     error: SampleError | None = None
     usage: TokenUsage | None = None
     latency_ms: float | None = Field(None, description="Time of the model call.")

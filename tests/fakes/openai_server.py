@@ -16,7 +16,9 @@ Endpoints
 
 Answers: the `answers` mapping (last user message -> answer) first; then `model_answers`
 ({model name: {substring: answer}}: the first substring found in the last user message, "" for
-any); otherwise `reply: echo` returns the last user message and `reply: fixed` returns `answer`. Token usage is deterministic:
+any); then `answer_sequences` ({substring: [answer, ...]}: attempt k of a prompt containing
+substring gets the k-th answer, the last one after that); otherwise `reply: echo` returns the last
+user message and `reply: fixed` returns `answer`. Token usage is deterministic:
 prompt_tokens is the number of whitespace-separated words over all messages' contents,
 completion_tokens the number of words of the answer.
 
@@ -98,6 +100,7 @@ class FakeConfig:
     answer: str = "OK"
     answers: dict[str, str] = field(default_factory=dict)
     model_answers: dict[str, dict[str, str]] = field(default_factory=dict)
+    answer_sequences: dict[str, list[str]] = field(default_factory=dict)
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0  # uniform extra latency in [0, jitter), from the seeded generator
     seed: int = 0
@@ -532,6 +535,10 @@ class FakeOpenAIServer:
             if answer is None:
                 answer = next((reply for substring, reply in config.model_answers.get(model, {}).items()
                                if substring in prompt), None)
+            if answer is None:
+                answer = next((sequence[min(attempt, len(sequence)) - 1]
+                               for substring, sequence in config.answer_sequences.items()
+                               if substring in prompt and sequence), None)
             if answer is None:
                 answer = prompt if config.reply == "echo" else config.answer
             prompt_tokens = sum(len(_content_text(m).split()) for m in messages if isinstance(m, dict))

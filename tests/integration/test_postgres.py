@@ -112,7 +112,7 @@ def test_migrations_apply_to_an_empty_database(sandbox, postgres_url):
         columns = {c["name"] for c in inspector.get_columns(table.name)}
         assert columns == {c.name for c in table.columns}, table.name
     unique = {u["name"] for u in inspector.get_unique_constraints("sample_results")}
-    assert "uq_sample_results_sample" in unique
+    assert "uq_sample_results_sample_epoch" in unique
 
     # Applying again (a new process, the same database) changes nothing.
     dispose_engines()
