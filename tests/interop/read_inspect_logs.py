@@ -36,6 +36,7 @@ def describe(path: str) -> dict:
         "status": log.status, "header_status": header.status, "task": log.eval.task, "task_id": log.eval.task_id,
         "run_id": log.eval.run_id, "model": log.eval.model, "sample_count": len(log.samples or []),
         "dataset_sample_ids": log.eval.dataset.sample_ids,
+        "epochs": log.eval.config.epochs, "epochs_reducer": log.eval.config.epochs_reducer,
         "metadata": log.eval.metadata,
         "metrics": {s.name: {k: number(m.value) for k, m in s.metrics.items()} for s in scores},
         "total_samples": header.results.total_samples if header.results else None,

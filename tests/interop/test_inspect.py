@@ -349,3 +349,21 @@ def test_memory_does_not_grow_with_the_sample_count(evalfleet_logs, tmp_path):
 
     small, large = peaks(300), peaks(2000)
     assert all(b - a < 2_000_000 for a, b in zip(small, large, strict=True)), (small, large)
+
+
+def test_a_log_with_epochs_reads_in_inspect_with_its_epochs(inspect_python, tmp_path):
+    home = tmp_path / "epochs"
+    home.mkdir()
+    (home / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS[:2]), encoding="utf-8")
+    run_file = {"datasets": [{"key": "mini", "path": "data.jsonl"}], "evaluation": {
+        "key": "interop-epochs", "epochs": 3, "epoch_reducer": "pass_at_2", "task_specifications": [
+            {"key": "target", "task_key": "qa", "model_key": "mock$target", "dataset_key": "mini",
+             "task_config": {"scorers": ["exact"]}}]}}
+    (home / "run.yaml").write_text(yaml.safe_dump(run_file, sort_keys=False), encoding="utf-8")
+    [result] = evalfleet_run(home / "run.yaml", home)["task_results"]
+    path = convert_to_inspect(result["log_path"], str(tmp_path / "inspect"), "eval")
+    found = run_inspect_script(inspect_python, "read_inspect_logs.py", str(tmp_path / "inspect"), path)["logs"][path]
+    assert (found["epochs"], found["epochs_reducer"]) == (3, ["pass_at_2"])
+    assert found["dataset_sample_ids"] == ["q1", "q2"]
+    assert sorted((s["id"], s["epoch"]) for s in found["samples"]) == [
+        (i, e) for i in ("q1", "q2") for e in (1, 2, 3)]

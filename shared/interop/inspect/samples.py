@@ -62,7 +62,8 @@ def sample_record(raw: Document, position: int, label_for: Callable[[str], str],
 
 
 def sample_id(raw: Document) -> str:
-    """The id as text; samples of later epochs (evalfleet has none) are samples of their own, `id@2`."""
+    """The id as text; samples of an Inspect log's later epochs are imported as samples of their
+    own, `id@2`."""
     epoch = raw.get("epoch", 1)
     return str(raw.get("id")) if epoch == 1 else f"{raw.get('id')}@{epoch}"
 

@@ -75,8 +75,9 @@ def _write_eval(path: Path, log: InspectLog, location: str, ids: ArraySpool, sum
     with ZipWriter(path, modified=log.header.stats.completed_at.timestamp()) as archive:
         for record in iter_samples(location):
             sample = log.sample(record)
-            archive.write(sample_member(record.id, 1), dumps(sample))
-            ids.add(dumps(record.id))
+            archive.write(sample_member(record.id, record.epoch), dumps(sample))
+            if record.epoch == 1:  # Inspect lists each sample once, whatever its epochs
+                ids.add(dumps(record.id))
             summaries.add(dumps(log.summary(sample)))
         # The journal's start record and the header hold every sample id, and the summaries grow
         # with the samples: streamed from their spools after the samples (Inspect too writes the
@@ -94,7 +95,8 @@ def _write_eval(path: Path, log: InspectLog, location: str, ids: ArraySpool, sum
 def _write_json(path: Path, log: InspectLog, location: str, ids: ArraySpool, samples: ArraySpool) -> None:
     for record in iter_samples(location):
         samples.add(dumps(log.sample(record)))
-        ids.add(dumps(record.id))
+        if record.epoch == 1:
+            ids.add(dumps(record.id))
     # Everything before `samples`: Inspect's header-only reader stops at that key.
     document = {**log.log_header(), "samples": streamed("samples")}
     with open(path, "wb") as out:
@@ -129,13 +131,16 @@ class InspectLog:
             # A task's config is what Inspect calls its arguments.
             "task_args": spec.task.config, "task_args_passed": spec.task.config, "solver_args_passed": {},
             "tags": evaluation.tags,
-            "dataset": {"name": spec.dataset.key, "location": spec.dataset.path, "samples": header.sample_count,
+            "dataset": {"name": spec.dataset.key, "location": spec.dataset.path,
+                        "samples": header.sample_count // spec.epochs,
                         "sample_ids": streamed("ids")},
             "model": self.model, "model_generate_config": _generate_config(spec.model),
         }
         if spec.model is not None and spec.model.base_url:
             body["model_base_url"] = spec.model.base_url
-        config: Document = {"epochs": 1, "log_samples": True}
+        config: Document = {"epochs": spec.epochs, "log_samples": True}
+        if spec.epochs > 1:
+            config["epochs_reducer"] = [spec.epoch_reducer]
         if spec.num_samples is not None:
             config["limit"] = spec.num_samples
         if evaluation.fail_on_error is not None:
@@ -231,7 +236,7 @@ class InspectLog:
         if record.latency_ms is not None:
             output["time"] = record.latency_ms / 1000
         sample: Document = {
-            "id": record.id, "epoch": 1, "input": _input(record.input),
+            "id": record.id, "epoch": record.epoch, "input": _input(record.input),
             "target": record.target if record.target is not None else "",
             "messages": messages, "output": output,
         }
