@@ -43,10 +43,23 @@ def safe_relpath(relpath: str) -> str:
     return "/".join(parts)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def process_umask() -> int:
+    """The process's umask, read without changing it: setting it to 0 and back (the only portable
+    way) would let another thread create a file with mode 0666 in between."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    with _UMASK_LOCK:  # no /proc: the portable way, at least serialised among our own calls
+        mask = os.umask(0)
+        os.umask(mask)
+        return mask
+
+
+_UMASK_LOCK = threading.Lock()
 
 
 class LocalStore:
@@ -65,7 +78,7 @@ class LocalStore:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:
             # mkstemp makes the file private (0600); a log is made like any other file (umask).
-            os.fchmod(fd, 0o666 & ~_umask())
+            os.fchmod(fd, 0o666 & ~process_umask())
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 yield handle
             os.replace(tmp, target)

@@ -25,9 +25,11 @@ def _fmt(value: float | None, unit: str) -> str:
         return f"{value:.1f} MB"
     if unit == "ratio":
         return f"{value:.3f}"
-    if unit == "calls":
-        return f"{value:.0f}"
-    return f"{value}"
+    if unit in ("calls", "objects", "samples", "bytes"):
+        return f"{value:,.0f} {unit}" if unit != "calls" else f"{value:,.0f}"
+    if unit in ("s", "ms"):
+        return f"{value:,.2f} {unit}" if value < 100 else f"{value:,.0f} {unit}"
+    return f"{value} {unit}".strip()
 
 
 def _other_load(runs: list[dict[str, Any]]) -> float | None:

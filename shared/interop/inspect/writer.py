@@ -35,6 +35,7 @@ from shared.log.reader import iter_samples, read_log_header
 from shared.plan import ResolvedModel
 from shared.prompts import prompt_of
 from shared.samples import ChatMessage
+from shared.storage import process_umask
 
 # Inspect's thinning of sample summaries (inspect_ai/log/_util.py): long text is cut so that the
 # summaries of a large log stay quick to load in the viewer.
@@ -58,7 +59,7 @@ def convert_to_inspect(location: str, output_dir: str, fmt: Literal["eval", "jso
     # `.eval`) never meets half a log.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes the file private; a log is made like any other file
+        os.fchmod(fd, 0o666 & ~process_umask())  # mkstemp makes the file private; a log is made like any other file
         os.close(fd)
         with ArraySpool() as ids, ArraySpool(b",\n") as spooled:
             if fmt == "eval":
@@ -383,9 +384,3 @@ def _evalfleet_version() -> str | None:
         return version("evalfleet")
     except PackageNotFoundError:  # run from a checkout that is not installed
         return None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
