@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel
-from sqlalchemy import and_, func, select, true
+from sqlalchemy import and_, func, or_, select, true
 
 from shared.db import CANCELLING, get_engine, runs, sample_results, task_results, utc
 from shared.errors import RunNotFound, SpecError
@@ -197,6 +197,51 @@ def sample_page(view: TaskResultView, page: int, per_page: int) -> tuple[list[Sa
         bodies = connection.execute(select(sr.body).where(
             sr.task_result_id == view.id, sr.position >= start, sr.position < start + per_page,
         ).order_by(sr.position)).scalars().all()
+    return [SampleRecord.model_validate_json(body) for body in bodies], paging
+
+
+Outcome = Literal["correct", "incorrect", "error", "cached"]
+SampleOrder = Literal["position", "score", "-score", "latency", "-latency"]
+OUTCOMES: tuple[str, ...] = ("correct", "incorrect", "error", "cached")
+SAMPLE_ORDERS: tuple[str, ...] = ("position", "score", "-score", "latency", "-latency")
+
+
+def outcome_condition(outcome: str, sr=sample_results.c):  # noqa: ANN001, ANN201 - a SQLAlchemy condition
+    """What the viewer's and the API's outcome filters mean: correct is a primary score of at
+    least 1 (PASS_VALUE), incorrect is scored below that or not scored, error failed; cached was
+    served from the result store."""
+    return {
+        "correct": and_(sr.is_error.is_(False), sr.score >= PASS_VALUE),
+        "incorrect": and_(sr.is_error.is_(False), or_(sr.score < PASS_VALUE, sr.score.is_(None))),
+        "error": sr.is_error.is_(True),
+        "cached": sr.cached.is_(True),
+    }[outcome]
+
+
+PASS_VALUE = 1.0
+
+
+def find_samples(view: TaskResultView, page: int, per_page: int, *, outcome: str | None = None,
+                 search: str | None = None, order: str = "position") -> tuple[list[SampleRecord], Paging]:
+    """A page of a task result's samples filtered by outcome, by text (in the id, input or output)
+    and sorted. Unfiltered in position order it is `sample_page` (a range scan at any depth);
+    otherwise the typed columns answer the filter and the sort, and the page is an offset."""
+    if outcome is None and not search and order == "position":
+        return sample_page(view, page, per_page)
+    sr = sample_results.c
+    conditions = [sr.task_result_id == view.id]
+    if outcome is not None:
+        conditions.append(outcome_condition(outcome))
+    if search:
+        conditions.append(or_(sr.sample_id.contains(search, autoescape=True),
+                              sr.body.contains(search, autoescape=True)))
+    column = {"score": sr.score, "latency": sr.latency_ms}.get(order.lstrip("-"), sr.position)
+    ordering = [column.desc().nulls_last() if order.startswith("-") else column.asc().nulls_last(), sr.position]
+    with get_engine().connect() as connection:
+        total = connection.execute(select(func.count()).select_from(sample_results).where(*conditions)).scalar_one()
+        paging = Paging(page, per_page, total)
+        bodies = connection.execute(select(sr.body).where(*conditions).order_by(*ordering)
+                                    .limit(per_page).offset(paging.first_index)).scalars().all()
     return [SampleRecord.model_validate_json(body) for body in bodies], paging
 
 

@@ -29,6 +29,7 @@ class TaskResultReport(BaseModel):
     key: str
     uuid: str | None = None
     display_name: str | None = None
+    model: str | None = None
     status: str
     log_path: str | None
     samples: int
@@ -118,6 +119,7 @@ def run_report(run_id: str, *, with_errors: bool = False, with_usage: bool = Fal
             metrics = json.loads(row.metrics) if row.metrics else {}
             reports.append(TaskResultReport(
                 key=row.spec_key, uuid=row.uuid, display_name=spec.display_name, status=row.status,
+                model=spec.model.key if spec.model else None,
                 log_path=row.log_path, samples=row.total, done=row.done, errors=row.errors,
                 model_calls=row.model_calls, attempts=row.attempts, cache_hits=row.cache_hits, metrics=metrics,
                 error=row.error, error_summary=summary,
@@ -319,16 +321,34 @@ class RunSummary(BaseModel):
     starred: int = 0
 
 
-def list_runs(limit: int = 50, evaluation: str | None = None, status: str | None = None) -> list[RunSummary]:
+def _run_conditions(evaluation: str | None, status: str | None, tag: str | None, model: str | None) -> list:
+    conditions = []
+    if evaluation:
+        conditions.append(runs.c.evaluation_key == evaluation)
+    if status:
+        conditions.append(runs.c.status == status)
+    if tag:
+        conditions.append(runs.c.tags.like(f"%,{tag},%"))
+    if model:
+        conditions.append(runs.c.id.in_(select(task_results.c.run_id).where(task_results.c.model_key == model)))
+    return conditions
+
+
+def count_runs(evaluation: str | None = None, status: str | None = None, tag: str | None = None,
+               model: str | None = None) -> int:
+    with get_engine().connect() as connection:
+        return connection.execute(select(func.count()).select_from(runs).where(
+            *_run_conditions(evaluation, status, tag, model))).scalar_one()
+
+
+def list_runs(limit: int = 50, evaluation: str | None = None, status: str | None = None, *, offset: int = 0,
+              tag: str | None = None, model: str | None = None) -> list[RunSummary]:
     """Runs, newest first, with their progress, models, duration, cost and star metrics."""
     from services.results import task_results_of_run, usage_of
     from shared.db import utc
 
-    statement = select(runs.c.id).order_by(runs.c.created_at.desc()).limit(limit)
-    if evaluation:
-        statement = statement.where(runs.c.evaluation_key == evaluation)
-    if status:
-        statement = statement.where(runs.c.status == status)
+    statement = (select(runs.c.id).where(*_run_conditions(evaluation, status, tag, model))
+                 .order_by(runs.c.created_at.desc()).limit(limit).offset(offset))
     with get_engine().connect() as connection:
         ids = connection.execute(statement).scalars().all()
         rows = {row.id: row for row in connection.execute(select(runs).where(runs.c.id.in_(ids)))}

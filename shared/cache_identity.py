@@ -25,19 +25,12 @@ _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=
 
 
 def canonical_hash(value: Any) -> str:
-    return _hasher(value).hexdigest()
-
-
-def _hasher(value: Any, hasher: Any = None) -> Any:  # noqa: ANN401 - hashlib's hash objects
-    """Feeds the canonical JSON of `value` to a SHA-256 piece by piece: a multi-megabyte prompt
-    is never held twice as one JSON text plus its UTF-8 bytes."""
-    hasher = hasher or hashlib.sha256()
-    for chunk in _ENCODER.iterencode(value):
-        hasher.update(chunk.encode("utf-8"))
-    return hasher
+    return hashlib.sha256(_canonical(value)).hexdigest()
 
 
 def _canonical(value: Any) -> bytes:
+    # `encode` is the C encoder; `iterencode` (chunks) would be the pure-Python one, several times
+    # slower for the small documents of every sample.
     return _ENCODER.encode(value).encode("utf-8")
 
 
@@ -70,9 +63,8 @@ class InferenceIdentity:
     def key(self, prompt: Prompt, sample: Sample, epoch: int = 0) -> str:
         hasher = hashlib.sha256(b'{"epoch":' + _canonical(epoch) + b',"model":' + self._model + b',"prompt":')
         # Text as it always was; a conversation as its list of {role, content} messages.
-        _hasher(prompt if isinstance(prompt, str) else [message.model_dump() for message in prompt], hasher)
-        hasher.update(b',"sample":')
-        _hasher(sample.model_dump(mode="json"), hasher)
+        hasher.update(_canonical(prompt if isinstance(prompt, str) else [message.model_dump() for message in prompt]))
+        hasher.update(b',"sample":' + _canonical(sample.model_dump(mode="json")))
         hasher.update(b',"task":' + self._task + b',"v":' + _canonical(IDENTITY_VERSION) + b"}")
         return hasher.hexdigest()
 

@@ -11,6 +11,7 @@ from shared.samples import ChatMessage, Prompt, Sample
 
 if TYPE_CHECKING:
     from shared.log.models import LogHeader, SampleRecord
+    from shared.plan import ResolvedTaskSpec
 
 
 def template_fields(template: str) -> set[str]:
@@ -53,11 +54,16 @@ def template_sha256(template: str) -> str:
 def prompt_of(record: SampleRecord, header: LogHeader) -> Prompt | None:
     """What was sent to the model for a sample: its `prompt`, else the template its `prompt_ref`
     names rendered again over the sample's fields, else its input."""
+    return prompt_sent(record, header.task_specification)
+
+
+def prompt_sent(record: SampleRecord, spec: ResolvedTaskSpec) -> Prompt | None:
+    """`prompt_of` with the task specification the record was produced under."""
     if record.prompt is not None:
         return record.prompt
     if record.prompt_ref is None:
         return record.input
-    template = header.task_specification.task.config.get("prompt_template")
+    template = spec.task.config.get("prompt_template")
     if not isinstance(template, str) or template_sha256(template) != record.prompt_ref.template_sha256:
         raise ValueError(f"sample {record.id!r}: its prompt template (sha256 {record.prompt_ref.template_sha256[:12]}) "
                          "is not the one in the log's task specification")

@@ -3,6 +3,7 @@ and CLI options layered on top (see `configure`)."""
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field
@@ -41,7 +42,7 @@ class Settings(BaseSettings):
         "handing them back to the broker.",
     )
     prompt_budget_mb: float = Field(
-        16, gt=0, description="Megabytes of prompts a worker process renders and holds at once; a "
+        8, gt=0, description="Megabytes of prompts a worker process renders and holds at once; a "
         "sample larger than this runs alone. Bounds memory when prompt templates are megabytes long.")
     result_batch_size: int = Field(200, ge=1, description="Sample results committed per transaction.")
     submit_window: int = Field(
@@ -61,8 +62,9 @@ class Settings(BaseSettings):
         "`python` models may be imported. Empty: none. Importing runs that code with the worker's rights.",
     )
 
-    @property
+    @cached_property
     def effective_database_url(self) -> str:
+        # Cached: every sample asks for its engine, and resolving the path is a few system calls.
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'evalfleet.db').resolve()}"

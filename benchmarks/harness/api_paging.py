@@ -65,17 +65,23 @@ def _load(url: str, samples: int) -> str:
             "%s, 0, %s, %s, 0, 'success', %s, %s, %s, %s, 'mock$target') RETURNING id",
             (run_id, spec.model_dump_json(), samples, samples, samples, samples,
              json.dumps({"includes": {"accuracy": 1.0, "stderr": 0.0}}), moment, moment, task_uuid)).fetchone()[0]
-        with connection.cursor().copy("COPY sample_results (task_result_id, sample_id, position, is_error, body) "
-                                      "FROM STDIN") as copy:
+        with connection.cursor().copy("COPY sample_results (task_result_id, sample_id, position, is_error, score, "
+                                      "latency_ms, cached, body) FROM STDIN") as copy:
             buffer = io.StringIO()
             for i in range(samples):
+                # One in ten wrong, one in a thousand failed, latencies spread: what the viewer filters by.
+                value, latency = (0.0 if i % 10 == 3 else 1.0), 100 + (i * 7919) % 900
+                failed = i % 1000 == 7
                 record = SampleRecord(id=f"s{i:07d}", position=i, input=f"Repeat exactly: answer-{i}",
                                       target=f"answer-{i}", output=f"answer-{i}",
-                                      scores={"includes": Score(value=1.0, answer=f"answer-{i}")},
-                                      usage=TokenUsage(input_tokens=3, output_tokens=1), latency_ms=0.5, model_calls=1,
-                                      attempts=1, worker="bench@host", started_at=moment, completed_at=moment)
+                                      scores={"includes": Score(value=value, answer=f"answer-{i}")},
+                                      usage=TokenUsage(input_tokens=3, output_tokens=1), latency_ms=latency,
+                                      model_calls=1, attempts=1, worker="bench@host", started_at=moment,
+                                      completed_at=moment)
                 body = record.model_dump_json().replace("\\", "\\\\")
-                buffer.write(f"{task_result_id}\t{record.id}\t{i}\tf\t{body}\n")
+                score = "\\N" if failed else value
+                buffer.write(f"{task_result_id}\t{record.id}\t{i}\t{'t' if failed else 'f'}\t{score}\t{latency}\tf\t"
+                             f"{body}\n")
                 if i % 20_000 == 19_999:
                     copy.write(buffer.getvalue())
                     buffer = io.StringIO()
@@ -114,7 +120,8 @@ def scenario_10(ctx: Context, result: Result) -> None:
               for name, label in (("first", "1"), ("middle", f"{pages // 2:,}"), ("last", f"{pages:,}"))}
     rps = Check(f"sustained requests/s, {WRK_CONNECTIONS} connections, 2 server workers (middle page)", "reported",
                 "requests/s")
-    result.checks += [*checks.values(), rps]
+    viewer = Check("the viewer's filtered, searched and sorted sample pages: worst p99", "reported", "ms")
+    result.checks += [*checks.values(), rps, viewer]
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed: apt-get install wrk")
     deadline = Deadline(ctx.budget(900 + samples / 2000), "scenario 10")
@@ -151,6 +158,14 @@ def scenario_10(ctx: Context, result: Result) -> None:
             figures = _wrk_figures(wrk.stdout)
             rps.runs.append(figures["requests_per_s"])
             result.runs.append({"repeat": repeat, "wrk": figures})
+            worst = 0.0
+            for query in VIEWER_QUERIES:
+                values = _latencies(base, token, f"{path}?{query.format(middle=pages // 2)}", VIEWER_REQUESTS)
+                worst = max(worst, _p(values, 99))
+                result.runs.append({"repeat": repeat, "viewer_query": query, "p50_ms": round(_p(values, 50), 1),
+                                    "p99_ms": round(_p(values, 99), 1)})
+                log(f"    s10-r{repeat} {query}: p50 {_p(values, 50):.0f} ms, p99 {_p(values, 99):.0f} ms")
+            viewer.runs.append(round(worst, 1))
             log(f"    s10-r{repeat} wrk: {figures['requests_per_s']:.0f} requests/s, p50 {figures.get('p50')}, "
                 f"p99 {figures.get('p99')}, non-2xx {figures['non_2xx']}")
     finally:
@@ -160,6 +175,15 @@ def scenario_10(ctx: Context, result: Result) -> None:
     p50 = {r["page"]: r["p50_ms"] for r in result.runs if "page" in r}
     checks["first"].note = "p50: " + ", ".join(f"{k} {v:.1f} ms" for k, v in p50.items())
     rps.settle(lambda v: True)
+    viewer.settle(lambda v: True)
+    viewer.note = "; ".join(f"{r['viewer_query']}: p50 {r['p50_ms']} ms" for r in result.runs
+                            if "viewer_query" in r and r["repeat"] == 1)
+
+
+# What the viewer asks of a 10^6-sample task result: outcome filters, sorts at any depth, search.
+VIEWER_QUERIES = ("outcome=incorrect&per_page=50", "outcome=error&per_page=50", "sort=-latency&per_page=50",
+                  "sort=score&page={middle}&per_page=50", "search=s0999&per_page=50")
+VIEWER_REQUESTS = 20
 
 
 def _wait_up(base: str, server, deadline: Deadline) -> None:  # noqa: ANN001

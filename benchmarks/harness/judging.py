@@ -1,6 +1,7 @@
-"""Scenario 16: a judged evaluation. One worker (-c 100) on Redis; the model under test and the
-judge are two model names on the fake server, both at 200 ms per request; each sample makes one
-call to each, in sequence, so the ideal is 100 / 0.4 s = 250 samples/s."""
+"""Scenario 16: a judged evaluation. Two workers x -c 50 (concurrency 100 in all) on Redis; the
+model under test and the judge are two model names on the fake server, both at 200 ms per
+request; each sample makes one call to each, in sequence, so the ideal is 100 / 0.4 s = 250
+samples/s."""
 
 from __future__ import annotations
 
@@ -25,10 +26,10 @@ JUDGE_NAME = "fake-judge"
 
 def scenario_16(ctx: Context, result: Result) -> None:
     samples = ctx.size(2_000, 500)
-    latency_ms, concurrency, max_connections = 200, 100, 200
-    ideal = concurrency / (2 * latency_ms / 1000)
+    latency_ms, workers, concurrency, max_connections = 200, 2, 50, 200
+    ideal = workers * concurrency / (2 * latency_ms / 1000)
     result.config.update({"samples": samples, "latency_ms": f"{latency_ms} (model under test and judge)",
-                          "workers": 1, "worker_concurrency": concurrency, "max_connections": max_connections,
+                          "workers": workers, "worker_concurrency": concurrency, "max_connections": max_connections,
                           "scorer": "model_graded_qa", "cache_policy": "no-cache", "ideal_sps": ideal})
     efficiency = Check(f"efficiency (throughput / ideal {ideal:.0f}/s)", ">= 80%", "% of ideal")
     result.checks.append(efficiency)
@@ -45,7 +46,7 @@ def scenario_16(ctx: Context, result: Result) -> None:
         document["evaluation"]["task_specifications"][0]["task_config"]["scorers"] = [
             {"name": "model_graded_qa", "judge_model": "fake-judge"}]
         run_file.write_text(yaml.safe_dump(document, sort_keys=False))
-        with Workers(place, 1, concurrency, deadline):
+        with Workers(place, workers, concurrency, deadline):
             for repeat in range(1, ctx.repeats + 1):
                 quiet = _quiet(ctx)
                 server.reset()
@@ -64,6 +65,6 @@ def scenario_16(ctx: Context, result: Result) -> None:
 
 
 SCENARIOS = {
-    "16": ("Judged evaluation (model_graded_qa; both models 200 ms, concurrency 100)",
+    "16": ("Judged evaluation (model_graded_qa; both models 200 ms, 2 workers x -c 50)",
            ">= 80% of the ideal set by the two calls in sequence", scenario_16),
 }

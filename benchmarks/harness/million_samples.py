@@ -248,7 +248,7 @@ def _big_template_run(directory: Path, log_prompts: str) -> Path:
 
 def scenario_15(ctx: Context, result: Result) -> None:
     result.config.update({"samples": 20, "template_bytes": TEMPLATE_BYTES, "mode": "embedded", "model": "mock$target",
-                          "prompt_budget_mb": "default (16)", "peak_rss": "VmHWM of the one evalfleet process"})
+                          "prompt_budget_mb": "default (8)", "peak_rss": "VmHWM of the one evalfleet process"})
     checks = {mode: Check(f"peak RSS, prompts logged {'in full (default)' if mode == 'full' else 'by reference'}",
                           "< 200 MB", "MB") for mode in ("full", "reference")}
     result.checks += checks.values()

@@ -147,6 +147,14 @@ def summary(evaluation_key: str, days: int = 7, now: datetime | None = None) -> 
     }
 
 
+def run_series(evaluation_key: str) -> list[dict[str, Any]]:
+    """Every run of the evaluation that finished (retries folded into their original), oldest
+    first: its overall score, each task specification's score and metrics. What the viewer charts."""
+    points, _ = _points(evaluation_key)
+    return [{"run_id": p.run_id, "time": iso(p.moment), "score": p.score, "scores": p.scores, "metrics": p.metrics}
+            for p in points]
+
+
 def evaluation_keys() -> list[str]:
     with get_engine().connect() as connection:
         return list(connection.execute(select(runs.c.evaluation_key).distinct().order_by(runs.c.evaluation_key))

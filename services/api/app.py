@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.api.auth import ApiProblem, request_budget
 from services.api.routes import router
 from services.api.schemas import Health
+from services.viewer import router as viewer_router
 from shared.outages import is_outage
 from shared.redact import scrub
 from shared.settings import get_settings
@@ -71,6 +72,7 @@ def create_app(no_auth: bool | None = None) -> FastAPI:
     app.state.no_auth = no_auth if no_auth is not None else os.environ.get(NO_AUTH_VARIABLE) == "1"
     app.state.budget = request_budget()
     app.include_router(router)
+    app.include_router(viewer_router)
 
     @app.exception_handler(ApiProblem)
     async def _problem(_request: Request, exc: ApiProblem) -> JSONResponse:

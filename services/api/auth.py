@@ -15,6 +15,10 @@ from services.tokens import Scope, TokenInfo, allows, verify_token
 from shared import keys
 from shared.settings import get_settings
 
+# The viewer's session: the token entered once on its sign-in page, in an HttpOnly, SameSite=Strict
+# cookie, so page scripts never see it and other sites' pages cannot send it.
+SESSION_COOKIE = "evalfleet_session"
+
 
 class ApiProblem(Exception):
     """An answer other than 200: status, DigitalOcean's error id, one sentence, extra headers."""
@@ -70,6 +74,8 @@ def require(scope: Scope):  # noqa: ANN201 - a FastAPI dependency
         else:
             header = request.headers.get("authorization", "")
             scheme, _, credential = header.partition(" ")
+            if not header and SESSION_COOKIE in request.cookies:
+                scheme, credential = "bearer", request.cookies[SESSION_COOKIE]
             token = verify_token(credential.strip()) if scheme.lower() == "bearer" else None
             if token is None:
                 raise ApiProblem(401, "unauthorized", "a valid API token is required: `Authorization: Bearer <token>` "

@@ -79,7 +79,7 @@ def prompt(sample: SampleRecord) -> Prompt:
         input_tokens=str(sample.usage.input_tokens) if sample.usage else None,
         output_tokens=str(sample.usage.output_tokens) if sample.usage else None,
         prompt_level_metric_results=results, error_description=error, cached=sample.cached,
-        latency_ms=sample.latency_ms,
+        latency_ms=sample.latency_ms, epoch=sample.epoch,
     )
 
 

@@ -19,6 +19,7 @@ from services.api.auth import ApiProblem, Caller, require
 from services.api.schemas import (
     STATUS_OF_PHASE,
     ApiError,
+    BenchmarksOutput,
     CreatedToken,
     CreateEvaluationRunOutput,
     CreateToken,
@@ -27,10 +28,22 @@ from services.api.schemas import (
     EvaluationRunsOutput,
     EvaluationRunStatus,
     PromptOutput,
+    RunsOutput,
+    SampleOutput,
     Token,
     TokensOutput,
+    TrendsOutput,
 )
-from services.results import list_task_results, sample_at, sample_page, task_result, task_results_of_run
+from services.comparison import COMPARE_FILTERS, MAX_COMPARED, Comparison, compare
+from services.results import (
+    OUTCOMES,
+    SAMPLE_ORDERS,
+    find_samples,
+    list_task_results,
+    sample_at,
+    task_result,
+    task_results_of_run,
+)
 from shared.errors import EvalfleetError, SpecError
 from shared.settings import get_settings
 
@@ -82,11 +95,24 @@ def get_evaluation_run(evaluation_run_uuid: RunUuid, _caller: Caller = Depends(r
             responses=ERRORS, summary="Retrieve the results of an evaluation run, a page of prompts at a time")
 def get_evaluation_run_results(request: Request, evaluation_run_uuid: RunUuid, page: Page = 1,
                                per_page: PerPage = 50,
+                               outcome: Annotated[str | None, Query(
+                                   max_length=16, description="correct, incorrect, error or cached (an evalfleet "
+                                   "extension; without it, prompts are paged by position)")] = None,
+                               search: Annotated[str | None, Query(
+                                   max_length=200, description="Text in the sample's id, input or output.")] = None,
+                               sort: Annotated[str, Query(
+                                   max_length=16, description="position, score, -score, latency or -latency.")
+                               ] = "position",
                                _caller: Caller = Depends(require("read"))) -> EvaluationRunResultsOutput:
+    if outcome is not None and outcome not in OUTCOMES:
+        raise ApiProblem(422, "unprocessable_entity", f"query parameter `outcome`: one of {', '.join(OUTCOMES)}")
+    if sort not in SAMPLE_ORDERS:
+        raise ApiProblem(422, "unprocessable_entity", f"query parameter `sort`: one of {', '.join(SAMPLE_ORDERS)}")
     view = _view(evaluation_run_uuid)
-    samples, paging = sample_page(view, page, per_page)
+    samples, paging = find_samples(view, page, per_page, outcome=outcome, search=search or None, order=sort)
     links, meta = present.links(str(request.url_for("get_evaluation_run_results",
-                                                    evaluation_run_uuid=evaluation_run_uuid)), paging)
+                                                    evaluation_run_uuid=evaluation_run_uuid)), paging,
+                                outcome=outcome, search=search or None, sort=None if sort == "position" else sort)
     return EvaluationRunResultsOutput(evaluation_run=present.evaluation_run(view),
                                       prompts=[present.prompt(s) for s in samples], links=links, meta=meta)
 
@@ -102,6 +128,27 @@ def get_prompt_results(evaluation_run_uuid: RunUuid,
         detail = "no such prompt" if prompt_id >= view.total else "not evaluated yet"
         raise ApiProblem(404, "not_found", f"prompt {prompt_id} of evaluation run {evaluation_run_uuid}: {detail}")
     return PromptOutput(prompt=present.prompt(sample))
+
+
+@router.get("/evaluation_runs/{evaluation_run_uuid}/samples/{position}", response_model=SampleOutput,
+            responses=ERRORS, summary="One sample's whole record and the prompt sent (an evalfleet extension)")
+def get_sample(evaluation_run_uuid: RunUuid,
+               position: Annotated[int, PathParam(ge=0, le=2**53, description="The sample's position.")],
+               _caller: Caller = Depends(require("read"))) -> SampleOutput:
+    from shared.prompts import prompt_sent
+
+    view = _view(evaluation_run_uuid)
+    sample = sample_at(view, position)
+    if sample is None:
+        raise ApiProblem(404, "not_found", f"sample {position} of evaluation run {evaluation_run_uuid}: "
+                         + ("no such sample" if position >= view.total else "not evaluated yet"))
+    try:
+        sent = prompt_sent(sample, view.spec)
+    except ValueError:
+        sent = None
+    if isinstance(sent, list):
+        sent = [message.model_dump() for message in sent]
+    return SampleOutput(sample=sample.model_dump(mode="json"), prompt_sent=sent)
 
 
 @router.post("/evaluation_runs", response_model=CreateEvaluationRunOutput, responses=ERRORS,
@@ -172,13 +219,21 @@ def cancel_evaluation_run(evaluation_run_uuid: RunUuid,
 @router.get("/evaluation_runs/{evaluation_run_uuid}/log", responses={**ERRORS, 409: {"model": ApiError},
                                                                    200: {"content": {"application/json": {}}}},
             response_class=StreamingResponse, summary="Download the task result log of an evaluation run")
-def download_log(evaluation_run_uuid: RunUuid, _caller: Caller = Depends(require("read"))) -> StreamingResponse:
+def download_log(evaluation_run_uuid: RunUuid,
+                 log_format: Annotated[str, Query(alias="format", max_length=16, description="evalfleet (the task "
+                                                  "result log) or inspect (Inspect AI's .eval, converted on the "
+                                                  "fly)")] = "evalfleet",
+                 _caller: Caller = Depends(require("read"))) -> StreamingResponse:
     from shared.log.reader import open_log
 
+    if log_format not in ("evalfleet", "inspect"):
+        raise ApiProblem(422, "unprocessable_entity", "query parameter `format`: evalfleet or inspect")
     view = _view(evaluation_run_uuid)
     if not view.log_path:
         raise ApiProblem(409, "conflict", f"evaluation run {evaluation_run_uuid} has no log yet (status "
                          f"{STATUS_OF_PHASE[view.phase].value})")
+    if log_format == "inspect":
+        return _inspect_log(view)
     handle = open_log(view.log_path)
 
     def chunks():  # noqa: ANN202
@@ -214,3 +269,116 @@ def revoke_api_token(token_id: Annotated[int, PathParam(ge=1, le=2**31)],
         return Token.model_validate(revoke_token(token_id).model_dump())
     except EvalfleetError as exc:
         raise ApiProblem(404, "not_found", str(exc)) from None
+
+
+# -- evalfleet's own reads: runs (submissions), comparisons, trends and benchmarks --------------------
+
+
+@router.get("/runs", response_model=RunsOutput, responses=ERRORS, summary="List runs (submissions), newest first")
+def list_runs_route(request: Request, page: Page = 1, per_page: Annotated[int, Query(ge=1, le=200)] = 20,
+                    evaluation_key: Annotated[str | None, Query(max_length=250)] = None,
+                    status: Annotated[str | None, Query(max_length=32, description="running, success, error, "
+                                                        "cancelled, cancelling")] = None,
+                    tag: Annotated[str | None, Query(max_length=250)] = None,
+                    model: Annotated[str | None, Query(max_length=250, description="A model key.")] = None,
+                    _caller: Caller = Depends(require("read"))) -> RunsOutput:
+    from services.results import Paging
+    from services.runs import count_runs, list_runs
+
+    paging = Paging(page, per_page, count_runs(evaluation_key, status, tag, model))
+    found = list_runs(per_page, evaluation_key, status, offset=paging.first_index, tag=tag, model=model)
+    links, meta = present.links(str(request.url_for("list_runs_route")), paging, evaluation_key=evaluation_key,
+                                status=status, tag=tag, model=model)
+    return RunsOutput(runs=found, links=links, meta=meta)
+
+
+def _run_id(run_id: str) -> str:
+    from services.results import resolve_run_id
+    from shared.errors import RunNotFound
+
+    try:
+        return resolve_run_id(run_id)
+    except RunNotFound:
+        raise ApiProblem(404, "not_found", f"no run {run_id!r}") from None
+    except SpecError as exc:
+        raise ApiProblem(422, "unprocessable_entity", f"path parameter `run_id`: {exc.message}") from None
+
+
+RunId = Annotated[str, PathParam(max_length=64, description="A run id, or a unique prefix of 6 or more characters.")]
+
+
+@router.get("/runs/{run_id}", responses=ERRORS, summary="A run: its task results with metrics, errors and usage")
+def get_run(run_id: RunId, _caller: Caller = Depends(require("read"))) -> dict:
+    from services.runs import run_report
+
+    report = run_report(_run_id(run_id), with_errors=True, with_usage=True)
+    return report.model_dump(mode="json")
+
+
+@router.get("/runs/{run_id}/benchmark", response_model=BenchmarksOutput, responses=ERRORS,
+            summary="The run's model comparisons: score, cost and latency per model, best overall and best value")
+def get_benchmark(run_id: RunId, _caller: Caller = Depends(require("read"))) -> BenchmarksOutput:
+    from services.analysis.benchmark import benchmark_documents
+
+    run_id = _run_id(run_id)
+    try:
+        return BenchmarksOutput(benchmarks=benchmark_documents(run_id))
+    except EvalfleetError:  # not a benchmark: no task evaluated with several models
+        return BenchmarksOutput(benchmarks=[])
+
+
+@router.get("/trends", response_model=TrendsOutput, responses=ERRORS,
+            summary="An evaluation's star metric and metrics over its runs")
+def get_trends(evaluation_key: Annotated[str, Query(min_length=1, max_length=250)],
+               days: Annotated[int, Query(ge=1, le=3650)] = 7,
+               _caller: Caller = Depends(require("read"))) -> TrendsOutput:
+    from services.analysis.trends import run_series, summary
+
+    try:
+        return TrendsOutput(summary=summary(evaluation_key, days), runs=run_series(evaluation_key))
+    except EvalfleetError as exc:
+        raise ApiProblem(404, "not_found", str(exc)) from None
+
+
+@router.get("/compare", response_model=Comparison, responses=ERRORS,
+            summary="Task results over the same dataset side by side: outcomes per sample, metric deltas")
+def get_comparison(uuid: Annotated[list[str], Query(min_length=2, max_length=MAX_COMPARED,
+                                                    description="Two or more evaluation run UUIDs; the first is the "
+                                                    "baseline.")],
+                   which: Annotated[str, Query(max_length=16, description="all, differ, first_right or "
+                                               "first_wrong")] = "all",
+                   page: Page = 1, per_page: Annotated[int, Query(ge=1, le=500)] = 50,
+                   _caller: Caller = Depends(require("read"))) -> Comparison:
+    if which not in COMPARE_FILTERS:
+        raise ApiProblem(422, "unprocessable_entity", f"query parameter `which`: one of {', '.join(COMPARE_FILTERS)}")
+    views = [_view(one) for one in uuid]
+    datasets = {(v.spec.dataset.key, v.spec.dataset.path) for v in views}
+    if len(datasets) > 1:
+        raise ApiProblem(422, "unprocessable_entity", "query parameter `uuid`: the evaluation runs are over different "
+                         "datasets")
+    return compare(views, page, per_page, which)
+
+
+def _inspect_log(view) -> StreamingResponse:  # noqa: ANN001
+    """The log converted to Inspect's .eval in a temporary directory, streamed, then removed."""
+    import shutil
+
+    from shared.interop import convert_to_inspect
+
+    directory = tempfile.mkdtemp(prefix="evalfleet-inspect-")
+    try:
+        path = Path(convert_to_inspect(view.log_path, directory, "eval"))
+    except Exception:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+    def chunks():  # noqa: ANN202
+        try:
+            with open(path, "rb") as handle:
+                while chunk := handle.read(1024 * 1024):
+                    yield chunk
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    return StreamingResponse(chunks(), media_type="application/zip",
+                             headers={"content-disposition": f'attachment; filename="{path.name}"'})

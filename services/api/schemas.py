@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from services.runs import RunSummary
 
 
 class Shape(BaseModel):
@@ -102,6 +105,7 @@ class Prompt(Shape):
     error_description: str | None = None
     cached: bool = False
     latency_ms: float | None = None
+    epoch: int = Field(1, description="Which run of the sample (with epochs, prompt_id is the work position).")
 
 
 class Pages(Shape):
@@ -182,3 +186,33 @@ class TokensOutput(Shape):
 class Health(Shape):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class RunsOutput(Shape):
+    """Runs (one submission of a run file each), newest first."""
+
+    runs: list[RunSummary]
+    links: Links
+    meta: Meta
+
+
+class TrendsOutput(Shape):
+    """An evaluation's trend: `evalfleet summary`'s document (by day), and every run's scores."""
+
+    summary: dict[str, Any]
+    runs: list[dict[str, Any]]
+
+
+class BenchmarksOutput(Shape):
+    """A run's model comparisons (`evalfleet benchmark`'s documents), one per group of specifications
+    that differ only by model."""
+
+    benchmarks: list[dict[str, Any]]
+
+
+class SampleOutput(Shape):
+    """One sample as evalfleet records it (every field of the log's record), with the prompt that
+    was sent, rebuilt when the evaluation logs prompts by reference."""
+
+    sample: dict[str, Any]
+    prompt_sent: str | list[dict[str, Any]] | None

@@ -52,7 +52,7 @@ def report_document(report: RunReport, **extra: object) -> dict:
              "errors": t.errors, "model_calls": t.model_calls, "attempts": t.attempts, "cache_hits": t.cache_hits,
              "metrics": t.metrics, "error": t.error,
              "error_summary": t.error_summary.model_dump(mode="json") if t.error_summary else None,
-             "uuid": t.uuid, "display_name": t.display_name,
+             "uuid": t.uuid, "display_name": t.display_name, "model": t.model,
              "star_metric": t.star_metric.model_dump(mode="json") if t.star_metric else None,
              "pass_status": t.pass_status, "usage": t.usage.model_dump(mode="json") if t.usage else None}
             for t in report.task_results
