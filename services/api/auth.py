@@ -64,6 +64,15 @@ class RequestBudget:
         return self.limit - used, reset
 
 
+def same_origin(request: Request) -> bool:
+    """The browser says the request comes from a page of this server: `Sec-Fetch-Site:
+    same-origin`, or an `Origin` equal to the server's own."""
+    if request.headers.get("sec-fetch-site") == "same-origin":
+        return True
+    origin = request.headers.get("origin")
+    return origin is not None and origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
 def require(scope: Scope):  # noqa: ANN201 - a FastAPI dependency
     """A dependency: the caller, allowed `scope` and within its budget, or an ApiProblem."""
 
@@ -76,6 +85,10 @@ def require(scope: Scope):  # noqa: ANN201 - a FastAPI dependency
             scheme, _, credential = header.partition(" ")
             if not header and SESSION_COOKIE in request.cookies:
                 scheme, credential = "bearer", request.cookies[SESSION_COOKIE]
+                if request.method not in ("GET", "HEAD", "OPTIONS") and not same_origin(request):
+                    # A cookie rides along on any request the browser makes: an action needs
+                    # proof it comes from our own pages (SameSite=Strict aside).
+                    raise ApiProblem(403, "forbidden", "a cross-site request with the viewer's session is refused")
             token = verify_token(credential.strip()) if scheme.lower() == "bearer" else None
             if token is None:
                 raise ApiProblem(401, "unauthorized", "a valid API token is required: `Authorization: Bearer <token>` "

@@ -31,7 +31,7 @@ def is_loopback(host: str) -> bool:
               type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="Server log level.")
 @settings_options
 def serve(host: str, port: int, workers: int, no_auth: bool, log_level: str, **options: str | None) -> None:
-    """Serve the results API over the same database and logs as the CLI.
+    """Serve the viewer (/ui/) and the results API over the same database and logs as the CLI.
 
     Bearer tokens from `evalfleet token create` are required unless --no-auth (allowed on a
     loopback address only). On the embedded default, submitted runs run in this process."""
@@ -53,7 +53,8 @@ def serve(host: str, port: int, workers: int, no_auth: bool, log_level: str, **o
     if not no_auth and not list_tokens():
         say("no API token exists yet: every request will be refused (401); create one with "
             "`evalfleet token create --name NAME --scope read`")
-    say(f"evalfleet results API on http://{host if ':' not in host else f'[{host}]'}:{port}/v2/gen-ai "
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    say(f"evalfleet viewer on {base}/ui/ ; results API on {base}/v2/gen-ai "
         f"({'no auth' if no_auth else 'bearer tokens'}; {workers} process{'es' if workers > 1 else ''}; "
         f"{'embedded worker' if settings.embedded else 'cluster'}); OpenAPI at /openapi.json")
     uvicorn.run("services.api.app:create_app", factory=True, host=host, port=port, workers=workers,

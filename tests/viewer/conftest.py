@@ -4,7 +4,7 @@ Chromium (Debian's, driven by Playwright through `executable_path`; `.ci/run` in
 from __future__ import annotations
 
 import json
-import shutil
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,21 +18,12 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.api import conftest as api  # noqa: E402
+from tests.support.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
 
 pytest_runtest_makereport = api.pytest_runtest_makereport
 sandbox = api.sandbox
 cli = api.cli
 server = api.server
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-
-
-def chromium_path() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        raise RuntimeError("Chromium is not installed: `apt-get install chromium` (.ci/run does it)")
-    return found
-
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
@@ -44,12 +35,26 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "viewer"
+
+
 @pytest.fixture
-def page(browser) -> Iterator[Any]:  # noqa: ANN001
-    context = browser.new_context()
+def page(browser, request: pytest.FixtureRequest) -> Iterator[Any]:  # noqa: ANN001
+    """A fresh browser context and tab; a screenshot of it is saved under test-artifacts/ when the
+    test failed, with the page's console messages beside it."""
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
     tab = context.new_page()
     tab.set_default_timeout(15_000)
+    console: list[str] = []
+    tab.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    tab.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
     yield tab
+    if api._failed(request):
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
+        tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        (ARTIFACTS / f"{name}.console.txt").write_text("\n".join(console), encoding="utf-8")
+        print(f"screenshot: {ARTIFACTS / name}.png; console:", *console, sep="\n")
     context.close()
 
 

@@ -10,6 +10,7 @@ import re
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.viewer.conftest import ROWS, write_viewer_run
 
@@ -26,10 +27,10 @@ def viewer(sandbox, cli, server):  # noqa: ANN001, ANN201
     return served, first, second
 
 
-def sign_in(page, served) -> None:  # noqa: ANN001
+def sign_in(page, served, scope: str = "read") -> None:  # noqa: ANN001
     page.goto(served.base + "/ui/")
     page.wait_for_url(re.compile(r"#/login"))
-    page.fill("#token", served.tokens["read"])
+    page.fill("#token", served.tokens[scope])
     page.click("form.login button[type=submit]")
     page.wait_for_selector("table#runs tbody tr")
 
@@ -42,7 +43,11 @@ def test_sign_in_keeps_the_token_out_of_reach_of_the_page(viewer, page):
     page.click("form.login button[type=submit]")
     page.wait_for_selector("[role=alert]")
     assert "not valid" in page.inner_text("[role=alert]")
+    visited: list[str] = []
+    page.on("framenavigated", lambda frame: visited.append(frame.url))
     sign_in(page, served)
+    assert page.title() == "Runs · evalfleet"
+    assert visited and not any(served.tokens["read"] in url for url in visited)  # never in a URL
     [cookie] = [c for c in page.context.cookies() if c["name"] == "evalfleet_session"]
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
     assert page.evaluate("document.cookie") == ""
@@ -114,7 +119,7 @@ def test_samples_filter_search_sort_page_and_one_sample_in_full(viewer, page):
     page.select_option("select[name=outcome]", "")
     page.fill("input[name=search]", "question 2")  # question 2, 20..29
     page.click("form.filters button[type=submit]")
-    page.wait_for_function("document.querySelectorAll('table#samples tbody tr').length === 11")
+    expect(page.locator("table#samples tbody tr")).to_have_count(11)
     page.fill("input[name=search]", "")
     page.select_option("select[name=sort]", "-score")
     page.click("form.filters button[type=submit]")
@@ -175,3 +180,47 @@ def test_pages_put_data_in_as_text_never_as_html(sandbox, cli, server, page):
     assert page.evaluate("window.hacked") is None
     assert page.locator("table#samples img").count() == 0
     assert len(ROWS) == 60
+
+
+def test_tables_work_from_the_keyboard_and_every_control_has_a_label(viewer, page):
+    served, first, second = viewer
+    sign_in(page, served)
+    for _ in range(40):  # Tab until the focus reaches the runs table's first link
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.closest('table#runs') !== null"):
+            break
+    else:
+        raise AssertionError("the runs table cannot be reached with the keyboard")
+    assert page.evaluate("document.activeElement.tagName") == "A"
+    page.keyboard.press("Enter")
+    page.wait_for_selector("table#task-results tbody tr")
+    assert page.title().startswith("Viewer ")
+    unlabelled = page.evaluate("""[...document.querySelectorAll('input, select')].filter((control) =>
+        !control.closest('label') && !control.getAttribute('aria-label') &&
+        !(control.id && document.querySelector(`label[for="${control.id}"]`))).length""")
+    assert unlabelled == 0
+
+
+def test_cancel_from_the_page_and_no_cross_site_action_with_the_session(sandbox, server, page):
+    served = server(env={"EVALFLEET_CONCURRENCY": "2"})
+    run_file = {"datasets": [{"key": "slow", "rows": [{"id": f"s{i}", "input": f"q{i}", "target": "a"}
+                                                      for i in range(400)]}],
+                "models": [{"key": "slow", "provider": "mock", "name": "target", "latency_ms": 500}],
+                "evaluation": {"key": "slow", "task_specifications": [
+                    {"key": "s", "task_key": "qa", "model_key": "slow", "dataset_key": "slow"}]}}
+    answer = served.post("/v2/gen-ai/evaluation_runs", json=run_file)
+    assert answer.status_code == 200, answer.text
+    created = answer.json()
+    uuid = created["evaluation_run_uuids"][0]
+    sign_in(page, served, "submit")
+    session = _session(page)
+    # The session cookie sent from another site, or with no sign of where it comes from: refused.
+    for headers in ({"origin": "http://evil.example"}, {}):
+        refused = httpx.post(served.base + f"/v2/gen-ai/evaluation_runs/{uuid}/cancel", cookies=session,
+                             headers=headers)
+        assert refused.status_code == 403 and "cross-site" in refused.json()["message"]
+    page.goto(served.base + f"/ui/#/run/{created['run_id']}")
+    page.click("#cancel")
+    expect(page.locator("main .cards")).to_contain_text(re.compile("cancel"))
+    status = served.get(f"/v2/gen-ai/evaluation_runs/{uuid}").json()["evaluation_run"]["status"]
+    assert status in ("EVALUATION_RUN_CANCELLING", "EVALUATION_RUN_CANCELLED")

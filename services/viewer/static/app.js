@@ -37,8 +37,8 @@ class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-async function api(path) {
-  const response = await fetch(path, { credentials: "same-origin", headers: { accept: "application/json" } });
+async function api(path, method = "GET") {
+  const response = await fetch(path, { method, credentials: "same-origin", headers: { accept: "application/json" } });
   if (response.status === 401) {
     location.hash = "#/login";
     throw new ApiError(401, "sign in first");
@@ -103,7 +103,10 @@ function card(label, value, cls) {
 }
 
 function show(...nodes) {
-  view.replaceChildren(...nodes.flat(Infinity).filter((node) => node !== null && node !== undefined && node !== false));
+  const kept = nodes.flat(Infinity).filter((node) => node !== null && node !== undefined && node !== false);
+  view.replaceChildren(...kept);
+  const heading = kept.find((node) => node.tagName === "H1");
+  document.title = (heading ? heading.textContent + " · " : "") + "evalfleet";
 }
 
 function failure(error) {
@@ -242,6 +245,16 @@ async function runPage([runId]) {
     el("p", {}, compareButton),
     benchmarks);
   if (report.status === "running" || report.status === "cancelling") {
+    const first = report.task_results.find((t) => t.uuid);
+    if (report.status === "running" && first) {
+      benchmarks.append(el("p", {}, el("button", { id: "cancel", onclick: async (event) => {
+        event.target.disabled = true;
+        try {
+          await api(`${API}/evaluation_runs/${first.uuid}/cancel`, "POST");
+          route();
+        } catch (error) { benchmarks.append(failure(error)); }
+      } }, "Cancel this run")));
+    }
     timer = setInterval(() => { if (location.hash.startsWith(`#/run/${runId}`)) route(); }, 3000);
     return;
   }
@@ -426,6 +439,11 @@ async function comparePage(_parts, params) {
 
 // -- trends ------------------------------------------------------------------------------------
 
+function legend(node, colour) {
+  node.style.fill = colour;  // CSSOM, which the page's Content-Security-Policy allows
+  return node;
+}
+
 function lineChart(series, label) {
   const W = 720, H = 280, pad = 44;
   const all = series.flatMap((s) => s.points).filter((p) => p.value !== null && p.value !== undefined);
@@ -444,7 +462,7 @@ function lineChart(series, label) {
           points: points.map((p) => `${x(p.i)},${y(p.value)}`).join(" ") }),
         points.map((p) => svg("circle", { class: "point", cx: x(p.i), cy: y(p.value), r: 3.5, fill: colours[n % colours.length] },
           svg("title", {}, `${s.name} ${p.date}: ${fmt.num(p.value)}`))),
-        svg("text", { x: W - pad - 150, y: pad + 14 * n }, s.name)];
+        legend(svg("text", { x: W - pad - 150, y: pad + 14 * n }, "● " + s.name), colours[n % colours.length])];
     }),
     (series[0] ? series[0].points : []).map((p, i) => svg("text", { x: x(i) - 24, y: H - pad + 16 }, p.date)));
 }
