@@ -321,17 +321,23 @@ def usage_of(task_result_id: int, spec: ResolvedTaskSpec) -> Usage:
         ).where(sr.task_result_id == task_result_id, sr.cached.is_not(True))).one()
         judging = connection.execute(select(func.sum(sr.judge_cost_usd)).where(
             sr.task_result_id == task_result_id)).scalar()
-        latencies = sorted(connection.execute(select(sr.latency_ms).where(
-            sr.task_result_id == task_result_id, sr.latency_ms.is_not(None))).scalars())
+        # Nearest-rank percentiles found by the database: a million latencies never come into
+        # this process (they would add tens of megabytes at the end of every large run).
+        timed = and_(sr.task_result_id == task_result_id, sr.latency_ms.is_not(None))
+        count = connection.execute(select(func.count()).select_from(sample_results).where(timed)).scalar_one()
+
+        def rank(q: float) -> float | None:
+            if not count:
+                return None
+            return connection.execute(select(sr.latency_ms).where(timed).order_by(sr.latency_ms)
+                                      .limit(1).offset(max(1, math.ceil(q * count)) - 1)).scalar_one()
+
+        p50, p95 = rank(0.5), rank(0.95)
     pricing = spec.model.pricing if spec.model else None
     cost = None if pricing is None else (tokens_in * pricing.input_per_million
                                          + tokens_out * pricing.output_per_million) / 1_000_000
     if judging is not None:
         # Cost includes what judging cost (model-graded scorers).
         cost = (cost or 0.0) + judging
-
-    def rank(q: float) -> float | None:
-        return latencies[max(1, math.ceil(q * len(latencies))) - 1] if latencies else None
-
-    return Usage(input_tokens=tokens_in, output_tokens=tokens_out, cost_usd=cost, latency_p50_ms=rank(0.5),
-                 latency_p95_ms=rank(0.95))
+    return Usage(input_tokens=tokens_in, output_tokens=tokens_out, cost_usd=cost, latency_p50_ms=p50,
+                 latency_p95_ms=p95)

@@ -28,3 +28,11 @@ def fail_on_marker(sample) -> str:  # noqa: ANN001
     if "fail" in str(sample.input) and os.environ.get("EVALFLEET_MODEL_FAILS") != "never":
         raise RuntimeError(f"model is down (sample {sample.id})")
     return sample.target or ""
+
+
+def sleep_metadata_ms(sample) -> str:  # noqa: ANN001
+    """Takes `metadata.ms` milliseconds, then answers with the target: known latencies."""
+    import time
+
+    time.sleep(int(sample.metadata["ms"]) / 1000)
+    return sample.target or ""

@@ -406,3 +406,16 @@ def test_a_python_model_that_cannot_be_imported_does_not_hang_the_run(tmp_path, 
         report = wait_for_run(run_id, timeout_s=4)
     assert report.finished, "the run was still running after 4 s"
     assert report.status == "error"
+
+
+def test_latency_percentiles_are_nearest_rank_over_the_recorded_samples(tmp_path, write_run, allow_python_models):
+    # 20 samples taking 10, 20, ... 200 ms: nearest rank puts p50 at the 10th (100 ms), p95 at the 19th.
+    rows = [{"id": f"s{i:02d}", "input": "q", "target": "a", "ms": 10 * (i + 1)} for i in range(20)]
+    path = write_run(tmp_path, {"key": "latency", "task_specifications": [
+        {"key": "l", "task_key": "qa", "model_key": "sleepy", "dataset_key": "data"}]}, rows=rows,
+        models=[{"key": "sleepy", "provider": "python", "name": "python_models:sleep_metadata_ms"}])
+    result = CliRunner().invoke(main, ["run", "-f", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    usage = json.loads(result.stdout)["task_results"][0]["usage"]
+    assert 100 <= usage["latency_p50_ms"] < 140, usage
+    assert 190 <= usage["latency_p95_ms"] < 240, usage
