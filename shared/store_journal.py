@@ -25,6 +25,7 @@ from shared.packs import new_pack_id
 
 logger = logging.getLogger(__name__)
 SUFFIX = ".journal"
+OPENING_SUFFIX = ".opening"
 
 
 @dataclass
@@ -73,8 +74,12 @@ class Journal:
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{new_pack_id()}{SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # Created and locked under another name, then renamed: a `.journal` file is locked from
+        # the moment it exists, so no other packer can take a just-created one for an orphan.
+        opening = path.with_suffix(OPENING_SUFFIX)
+        fd = os.open(opening, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(opening, path)
         self._fd, self._path, self._entries = fd, path, []
         self.opened_at = time.monotonic()
 

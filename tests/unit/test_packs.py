@@ -248,3 +248,30 @@ time.sleep(60)
         f"kept {i}" for i in range(40)]
     assert not list((root / "journal").glob("*.journal"))
     assert len(list((root / "packs").glob("*.pack"))) == 1
+
+
+def test_a_journal_being_opened_is_never_taken_for_an_orphan(tmp_path, monkeypatch):
+    """Another packer on the host looks for orphans at the worst moment: right after the journal
+    file is created, before its owner has locked it. It must not see it (it would pack an empty
+    file and delete it, and the owner's entries would go nowhere)."""
+    import fcntl
+
+    from shared import store_journal
+    from shared.store_journal import Journal
+
+    owner, neighbour = Journal(tmp_path), Journal(tmp_path)
+    seen: list = []
+    real_flock = fcntl.flock
+
+    def flock_after_a_look(fd, operation):  # noqa: ANN001, ANN202
+        if not seen:
+            seen.append([sealed.path for sealed in neighbour.orphans()])
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(store_journal.fcntl, "flock", flock_after_a_look)
+    assert owner.append_many([("k1", 1, b'{"x":1}')]) == 1
+    monkeypatch.setattr(store_journal.fcntl, "flock", real_flock)
+    assert seen == [[]]
+    assert [sealed.path for sealed in neighbour.orphans()] == []  # locked by its live owner
+    sealed = owner.seal()
+    assert sealed is not None and sealed.path.exists() and [e[0] for e in sealed.entries] == ["k1"]
