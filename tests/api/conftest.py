@@ -99,8 +99,15 @@ class ServerFactory:
                 raise AssertionError(f"`evalfleet serve` did not start (exit {process.poll()}):\n{server.log()[-4000:]}")
             time.sleep(0.1)
         if tokens:
-            for scope in ("read", "submit", "admin"):
-                server.tokens[scope] = create_token(self.sandbox, f"test-{scope}", scope)
+            # The admin token through the real command; the others in this process, over the same
+            # database (each command is an interpreter start, seconds per server).
+            server.tokens["admin"] = create_token(self.sandbox, "test-admin", "admin")
+            from services.tokens import create_token as make_token
+            from shared.db import dispose_engines
+
+            for scope in ("read", "submit"):
+                server.tokens[scope] = make_token(f"test-{scope}", scope)[0]
+            dispose_engines()
         return server
 
     def stop(self) -> None:
