@@ -122,12 +122,16 @@ def get_evaluation_run_results(request: Request, evaluation_run_uuid: RunUuid, p
 def get_prompt_results(evaluation_run_uuid: RunUuid,
                        prompt_id: Annotated[int, PathParam(ge=0, le=2**53, description="The sample's position.")],
                        _caller: Caller = Depends(require("read"))) -> PromptOutput:
-    view = _view(evaluation_run_uuid)
-    sample = sample_at(view, prompt_id)
+    return PromptOutput(prompt=present.prompt(_recorded(_view(evaluation_run_uuid), prompt_id, "prompt")))
+
+
+def _recorded(view, position: int, noun: str):  # noqa: ANN001, ANN202
+    """The record at a position, or a 404 saying whether it does not exist or is not done yet."""
+    sample = sample_at(view, position)
     if sample is None:
-        detail = "no such prompt" if prompt_id >= view.total else "not evaluated yet"
-        raise ApiProblem(404, "not_found", f"prompt {prompt_id} of evaluation run {evaluation_run_uuid}: {detail}")
-    return PromptOutput(prompt=present.prompt(sample))
+        detail = f"no such {noun}" if position >= view.total else "not evaluated yet"
+        raise ApiProblem(404, "not_found", f"{noun} {position} of evaluation run {view.uuid}: {detail}")
+    return sample
 
 
 @router.get("/evaluation_runs/{evaluation_run_uuid}/samples/{position}", response_model=SampleOutput,
@@ -138,10 +142,7 @@ def get_sample(evaluation_run_uuid: RunUuid,
     from shared.prompts import prompt_sent
 
     view = _view(evaluation_run_uuid)
-    sample = sample_at(view, position)
-    if sample is None:
-        raise ApiProblem(404, "not_found", f"sample {position} of evaluation run {evaluation_run_uuid}: "
-                         + ("no such sample" if position >= view.total else "not evaluated yet"))
+    sample = _recorded(view, position, "sample")
     try:
         sent = prompt_sent(sample, view.spec)
     except ValueError:
