@@ -42,6 +42,9 @@ _budget_lock = threading.Lock()
 
 def prompt_budget() -> PromptBudget:
     global _budget
+    budget = _budget
+    if budget is not None:  # every sample asks: no lock once it exists
+        return budget
     with _budget_lock:
         if _budget is None:
             from shared.settings import get_settings
