@@ -266,19 +266,30 @@ def _create_engine(url: str) -> Engine:
                          connect_args={"connect_timeout": 10})
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest alembic revision, once even when processes start together."""
-    from alembic import command
+def _alembic_config():  # noqa: ANN202 - alembic is imported lazily
     from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    head = ScriptDirectory.from_config(config).get_current_head()
+    return config
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The alembic revision the database is at (None: no schema yet)."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
-        if MigrationContext.configure(connection).get_current_revision() == head:
-            return
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest alembic revision, once even when processes start together."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    config = _alembic_config()
+    if schema_revision(engine) == ScriptDirectory.from_config(config).get_current_head():
+        return
     with _migration_lock(engine), engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

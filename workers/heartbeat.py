@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
 LIVE_WITHIN_S = 20.0
 SWEEP_EVERY_S = 10.0
+# A beat records the worker's row before it writes the file, and waits up to the database's
+# connect timeout for that: a worker waiting out a database outage must not be restarted as dead.
+PROBE_MAX_AGE_S = 60.0
 
 
 def held_samples() -> dict[int, list[int]]:
@@ -156,3 +159,14 @@ def heartbeat_age(path: str) -> float | None:
         return time.time() - float(Path(path).read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def stale_heartbeat(path: str, max_age: float = PROBE_MAX_AGE_S) -> str | None:
+    """Why the worker writing `path` is not live (one sentence), or None when it beat within
+    `max_age` seconds: the liveness probe's verdict."""
+    age = heartbeat_age(path)
+    if age is None:
+        return f"no heartbeat in {path} (the worker has not beaten yet, or writes elsewhere)"
+    if age > max_age:
+        return f"the last heartbeat in {path} is {age:.0f} s old (more than {max_age:g} s)"
+    return None

@@ -11,7 +11,7 @@ import warnings
 
 import click
 
-from services.cli import analysis, entities, logs, maintenance, runs, serve, worker
+from services.cli import analysis, database, entities, logs, maintenance, runs, serve, worker
 from services.cli.common import err
 from shared.malloc import return_large_blocks
 from shared.outages import is_outage
@@ -57,6 +57,6 @@ def main() -> None:
     warnings.showwarning = lambda message, *a, **k: err.print(f"[yellow]warning:[/] {message}")
 
 
-for module in (runs, logs, analysis, entities, serve, worker, maintenance):
+for module in (runs, logs, analysis, entities, serve, worker, maintenance, database):
     for command in module.COMMANDS:
         main.add_command(command)
