@@ -341,8 +341,9 @@ class WorkerPool:
 
     def start(self, count: int, *, concurrency: int = 8, queues: str | None = None, loglevel: str = "INFO",
               env: dict[str, str | None] | None = None, wait_ready: bool = True,
-              named: bool = True) -> list[WorkerProcess]:
-        """`named`: pass `-n w<N>@%h`; otherwise each worker takes its default name."""
+              named: bool = True, extra_args: tuple[str, ...] = ()) -> list[WorkerProcess]:
+        """`named`: pass `-n w<N>@%h`; otherwise each worker takes its default name. `extra_args`
+        go at the end of every worker's command line."""
         started = []
         for _ in range(count):
             number = len(self.workers) + 1
@@ -352,6 +353,7 @@ class WorkerPool:
             handle = open(log_path, "w")  # noqa: SIM115 - closed in stop()
             args = ["worker", "-c", str(concurrency), "-l", loglevel] + (["-n", f"{name}@%h"] if named else [])
             args += ["-Q", queues] if queues else []
+            args += list(extra_args)
             worker_env = self.sandbox.env(**(env or {}))
             worker_env["PYTHONFAULTHANDLER"] = "1"  # `stop(dump_stacks=True)` prints every thread
             process = subprocess.Popen(
