@@ -108,3 +108,6 @@ def test_every_copied_path_exists_and_every_installed_package_is_copied():
         package = pattern.rstrip("*")
         assert package in copied, f"pyproject installs the package {package}, the Dockerfile does not copy it"
     assert project["project"]["readme"] in copied
+    ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert not copied & ignored, f".dockerignore leaves out what the Dockerfile copies: {copied & ignored}"
