@@ -80,14 +80,19 @@ class ModelLimiter:
         if self.model.requests_per_minute:
             self._wait_for_rpm()
         if self.redis is None:
-            with self._local, self._in_flight.track_inprogress():
-                yield
+            with self._local:
+                self._in_flight.inc()
+                try:
+                    yield
+                finally:
+                    self._in_flight.dec()
             return
         lease = self._reuse() or self._acquire()
+        self._in_flight.inc()
         try:
-            with self._in_flight.track_inprogress():
-                yield
+            yield
         finally:
+            self._in_flight.dec()
             self._put_back(lease)
 
     def leases_held(self) -> int | None:
