@@ -65,6 +65,6 @@ def add_metrics(app: FastAPI) -> None:
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics of this server and its queues",
              response_class=Response, dependencies=dependencies,
-             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+             responses={200: {"content": {"text/plain": {}}}})
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
