@@ -48,6 +48,7 @@ from shared.plan import ResolvedEvaluation, ResolvedModel, ResolvedTaskSpec
 from shared.settings import get_settings
 from workers.app import AGGREGATE_TASK, app
 from workers.tasks import load_task
+from workers.telemetry import AGGREGATION_SECONDS
 
 logger = logging.getLogger(__name__)
 STREAM_BATCH = 500
@@ -219,6 +220,7 @@ def assemble_task_result_log(task_result_id: int, status: str | None = None, *,
 
 
 def _assemble(task_result_id: int, owner: str, status: str | None) -> str | None:
+    began = time.monotonic()
     engine = get_engine()
     with engine.connect() as connection:
         row = connection.execute(
@@ -293,6 +295,7 @@ def _assemble(task_result_id: int, owner: str, status: str | None) -> str | None
         through_outages(lambda: _settle(task_result_id, owner, row.run_id, final_status, uri, metrics,
                                         error.message if error else None, summary,
                                         star.pass_status if star else None), "settling a task result")
+        AGGREGATION_SECONDS.labels(spec.task.key, final_status).observe(time.monotonic() - began)
         return uri
     except LostClaim as exc:
         logger.warning("%s", exc)
@@ -305,11 +308,13 @@ def _assemble(task_result_id: int, owner: str, status: str | None) -> str | None
                 release_aggregation(task_result_id, owner, f"writing the log failed, retrying: {exc}")
             except Exception:  # noqa: BLE001 - the claim goes stale by itself
                 pass
+            AGGREGATION_SECONDS.labels(spec.task.key, "failed").observe(time.monotonic() - began)
             return None
         logger.exception("aggregation of task result %s failed", task_result_id)
         message = f"aggregation failed: {exc}"
         _settle(task_result_id, owner, row.run_id, "error", None, None,
                 f"{message}\n{traceback.format_exc(limit=5)}", ErrorSummary(task_error=message))
+        AGGREGATION_SECONDS.labels(spec.task.key, "error").observe(time.monotonic() - began)
         return None
 
 

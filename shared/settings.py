@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     )
     api_rate_limit: int = Field(600, ge=1, description="Requests per minute per API token (or per client "
                                 "without auth); past it the API answers 429.")
+    metrics_auth: bool = Field(False, description="`evalfleet serve`: `/metrics` needs a token of scope read "
+                               "(otherwise it is open, like a worker's `--metrics-port`).")
     allowed_modules: str = Field(
         "",
         description="Comma-separated modules (and their submodules) from which user task entrypoints and "

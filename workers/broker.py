@@ -65,13 +65,14 @@ class MemoryTransport(memory.Transport):
     Channel = _MemoryChannel
 
 
-def transport_for(broker_url: str) -> type[Transport] | type[MemoryTransport] | None:
-    """The transport class for a broker URL, or None for kombu's choice (AMQP, TLS Redis,
-    Sentinel: their schemes carry settings a class would lose)."""
+def transport_for(broker_url: str) -> str | None:
+    """The transport for a broker URL, or None for kombu's choice (AMQP, TLS Redis, Sentinel:
+    their schemes carry settings a class would lose). Named by path, not given as a class: a
+    worker's answer to `celery inspect stats` carries it, and a class is not JSON."""
     if broker_url.startswith("redis://"):
-        return Transport
+        return f"{__name__}:{Transport.__name__}"
     if broker_url.startswith("memory://"):
-        return MemoryTransport
+        return f"{__name__}:{MemoryTransport.__name__}"
     return None
 
 

@@ -26,6 +26,7 @@ from shared.plan import ResolvedModel
 from shared.process_cache import PerConfiguration
 from shared.result_store import redis_client
 from shared.settings import get_settings
+from workers.telemetry import model_counters
 
 logger = logging.getLogger(__name__)
 LEASE_MARGIN_S = 30.0
@@ -71,6 +72,7 @@ class ModelLimiter:
         self._poller = threading.Lock()
         self._local_minute = (0, 0)
         self._local_lock = threading.Lock()
+        self._in_flight = model_counters(model.key).in_flight
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -79,13 +81,25 @@ class ModelLimiter:
             self._wait_for_rpm()
         if self.redis is None:
             with self._local:
-                yield
+                self._in_flight.inc()
+                try:
+                    yield
+                finally:
+                    self._in_flight.dec()
             return
         lease = self._reuse() or self._acquire()
+        self._in_flight.inc()
         try:
             yield
         finally:
+            self._in_flight.dec()
             self._put_back(lease)
+
+    def leases_held(self) -> int | None:
+        """Unexpired leases of the model across every worker (None without Redis)."""
+        if self.redis is None:
+            return None
+        return self.redis.zcount(keys.model_leases(self.model.key), time.time(), "+inf")
 
     def _acquire(self) -> tuple[str, float]:
         token = uuid.uuid4().hex
@@ -188,6 +202,14 @@ _limiters: PerConfiguration[ModelLimiter] = PerConfiguration(
 
 def limiter_for(model: ResolvedModel) -> ModelLimiter:
     return _limiters.get(model)
+
+
+def lease_counts() -> list[tuple[str, int | None, int]]:
+    """(model key, leases held across the cluster, max_connections) of each model this process
+    has called."""
+    # A model whose settings changed between runs has a limiter per version: one row per key.
+    latest = {limiter.model.key: limiter for limiter in _limiters.values()}
+    return [(key, limiter.leases_held(), limiter.model.max_connections) for key, limiter in latest.items()]
 
 
 def reset_limiters() -> None:

@@ -32,8 +32,10 @@ def expand_node_name(name: str) -> str:
 
 
 def run_worker(*, concurrency: int, queues: list[str], node_name: str | None, loglevel: str,
-               heartbeat_file: str | None = None) -> None:
-    """Run until stopped (SIGTERM/SIGINT: graceful, see workers.shutdown)."""
+               heartbeat_file: str | None = None, metrics_address: tuple[str, int] | None = None) -> None:
+    """Run until stopped (SIGTERM/SIGINT: graceful, see workers.shutdown). `metrics_address`:
+    serve Prometheus metrics there (host, port). One process serves all of a worker's samples
+    (threads), so its metrics need no multiprocess mode."""
     from workers.sample import prepare_worker
 
     settings = get_settings()
@@ -47,12 +49,21 @@ def run_worker(*, concurrency: int, queues: list[str], node_name: str | None, lo
         stop.install()
         heartbeat.start()
         print(f"evalfleet worker {name}: ready; queues {', '.join(queues)}, concurrency {concurrency}, "
-              f"broker {broker_address()}", file=sys.stderr, flush=True)
+              f"broker {broker_address()}" + (f"; metrics on http://{metrics_address[0]}:{metrics_address[1]}/metrics"
+                                              if metrics_address else ""), file=sys.stderr, flush=True)
 
     # Celery warns a root user to pass --uid, which this command does not take; containers
     # built from deploy/ run as a user of their own.
     warnings.filterwarnings("ignore", category=SecurityWarning)
     prepare_worker()
+    if metrics_address is not None:
+        from workers.telemetry import start_exporter
+
+        host, port = metrics_address
+        try:
+            start_exporter(port, host, queues)
+        except OSError as exc:
+            raise SystemExit(f"evalfleet worker {name}: cannot serve metrics on {host}:{port}: {exc}") from None
     argv = ["worker", "--pool=threads", f"--concurrency={concurrency}", f"--loglevel={loglevel}",
             "--without-gossip", "--without-mingle", f"--queues={','.join(queues)}", f"--hostname={name}"]
     if loglevel.upper() != "DEBUG":

@@ -36,6 +36,7 @@ from workers.providers import Provider, ProviderError, provider_for, warm_up
 from workers.results import ResultWriter
 from workers.shutdown import stopping
 from workers.tasks import Task, load_task
+from workers.telemetry import SampleCounters, sample_counters
 
 logger = logging.getLogger(__name__)
 RECORD_RETRY_MAX_S = 60
@@ -60,6 +61,7 @@ class Execution:
     # megabytes long.
     template_sha256: str | None = None
     template_chars: int = 0
+    counters: SampleCounters = field(default_factory=lambda: sample_counters("", ""))
 
     def prompt_size(self, sample: dict[str, Any]) -> int:
         """About how many bytes a sample's prompt takes, before it is rendered."""
@@ -140,6 +142,7 @@ def execution_of(spec: ResolvedTaskSpec, cache_policy: str, *, task_result_id: i
         template_sha256=template_sha256(template) if isinstance(
             template := getattr(task.config, "prompt_template", None), str) else None,
         template_chars=len(template) if isinstance(template, str) else 0,
+        counters=sample_counters(spec.task.key, spec.model.key if spec.model else ""),
     )
 
 
@@ -155,6 +158,8 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
     `checked`: the submitter looked the sample up in the result store moments ago and found
     nothing, so it is not looked up again."""
     task = execution.task
+    counters = execution.counters
+    counters.started.inc()
     epoch = epoch_of(position, execution.spec.epochs)[1] if execution.spec is not None else 1
     started_at = now()
     prompt = output = None
@@ -171,8 +176,13 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
             scores = task.score(sample, output)
         else:
             prompt, ikey, skey = cache_keys(execution, sample, epoch)
-            hit, hit_scores = _lookup(ikey, skey) if execution.reads_cache and not checked else (None, None)
+            if execution.reads_cache and not checked:
+                counters.lookups.inc()
+                hit, hit_scores = _lookup(ikey, skey)
+            else:
+                hit, hit_scores = None, None
             if hit is not None:
+                counters.hits.inc()
                 cached = True
                 output, usage, latency_ms = hit.output, hit.usage, hit.latency_ms
             else:
@@ -203,6 +213,9 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
     except Exception as exc:  # noqa: BLE001 - a task's own failure is recorded on the sample
         error = SampleError(type=type(exc).__name__, message=scrub(str(exc)),
                             traceback=scrub(traceback.format_exc(limit=8), limit=8000))
+    counters.finished.inc()
+    if error is not None:
+        counters.errored.inc()
     record = SampleRecord(
         id=sample.id,
         position=position,
@@ -273,6 +286,8 @@ def cached_samples(execution: Execution, samples: list[tuple[int, Sample]]) -> l
         return [None] * len(samples)
     records: list[SampleRecord | str | None] = [None] * len(samples)
     moment = now()
+    execution.counters.lookups.inc(len(keyed))
+    served = 0
     for (index, (prompt, _, _)), (hit, hit_scores) in zip(keyed, found, strict=True):
         if hit is None:
             records[index] = MISSED
@@ -285,6 +300,9 @@ def cached_samples(execution: Execution, samples: list[tuple[int, Sample]]) -> l
             usage=hit.usage, latency_ms=hit.latency_ms, model_calls=0, cached=True, worker=CACHE_WORKER,
             started_at=moment, completed_at=moment,
         )
+        served += 1
+    # A hit without scores is counted by the worker that uses it, so hits add up to the logs' cache_hits.
+    execution.counters.hits.inc(served)
     return records
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.auth import ApiProblem, request_budget
+from services.api.metrics import add_metrics
 from services.api.routes import router
 from services.api.schemas import Health
 from services.viewer import router as viewer_router
@@ -73,6 +74,7 @@ def create_app(no_auth: bool | None = None) -> FastAPI:
     app.state.budget = request_budget()
     app.include_router(router)
     app.include_router(viewer_router)
+    add_metrics(app)
 
     @app.exception_handler(ApiProblem)
     async def _problem(_request: Request, exc: ApiProblem) -> JSONResponse:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 
 import click
 
@@ -57,8 +61,25 @@ def serve(host: str, port: int, workers: int, no_auth: bool, log_level: str, **o
     say(f"evalfleet viewer on {base}/ui/ ; results API on {base}/v2/gen-ai "
         f"({'no auth' if no_auth else 'bearer tokens'}; {workers} process{'es' if workers > 1 else ''}; "
         f"{'embedded worker' if settings.embedded else 'cluster'}); OpenAPI at /openapi.json")
-    uvicorn.run("services.api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, proxy_headers=True, server_header=False)
+    with metrics_shared_by(workers):
+        uvicorn.run("services.api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level, proxy_headers=True, server_header=False)
+
+
+@contextlib.contextmanager
+def metrics_shared_by(processes: int) -> Iterator[None]:
+    """Several server processes answer `/metrics` with the sum of all of them: prometheus_client's
+    multiprocess mode, in a directory of this server's own (a scrape reaches any one process)."""
+    if processes == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="evalfleet-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @click.group()

@@ -20,9 +20,13 @@ from shared.settings import get_settings
               "seconds, 1 otherwise (a liveness probe).")
 @click.option("--max-age", type=click.FloatRange(0, min_open=True),
               help="With --probe: seconds a heartbeat stays fresh (default 60).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535),
+              help="Serve Prometheus metrics over HTTP on this port (default: none).")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, help="Address of the metrics server.")
 @settings_options
 def worker(concurrency: int | None, queues: str | None, hostname: str | None, loglevel: str,
-           heartbeat_file: str | None, probe: bool, max_age: float | None, **options: str | None) -> None:
+           heartbeat_file: str | None, probe: bool, max_age: float | None, metrics_port: int | None,
+           metrics_host: str, **options: str | None) -> None:
     """Process samples from the broker; start as many as you like on any host.
 
     SIGTERM or Ctrl+C stops gracefully: samples in flight get EVALFLEET_WORKER_GRACE seconds, the
@@ -38,7 +42,8 @@ def worker(concurrency: int | None, queues: str | None, hostname: str | None, lo
 
     run_worker(concurrency=settings.concurrency, node_name=hostname, loglevel=loglevel,
                queues=[q.strip() for q in (queues or settings.queue).split(",") if q.strip()],
-               heartbeat_file=heartbeat_file)
+               heartbeat_file=heartbeat_file,
+               metrics_address=(metrics_host, metrics_port) if metrics_port else None)
 
 
 def probe_heartbeat(heartbeat_file: str | None, max_age: float | None) -> None:

@@ -204,5 +204,5 @@ def test_the_hpa_scales_the_worker_deployment_on_the_queue_depth_metric():
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "evalfleet-worker"}
     (metric,) = hpa["spec"]["metrics"]
     assert metric["type"] == "External"
-    assert metric["external"]["metric"]["name"] == "evalfleet_queue_depth"
+    assert metric["external"]["metric"]["name"] == "evalfleet_queue_messages"
     assert metric["external"]["metric"]["selector"]["matchLabels"]["queue"] == default_setting("queue")

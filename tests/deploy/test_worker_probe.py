@@ -62,7 +62,7 @@ def test_the_probe_follows_a_real_worker_from_live_to_stopped(redis_url, sqlite_
     finds it live; once the worker is stopped the file ages and the probe fails."""
     heartbeat = sandbox.root / "run" / "heartbeat"
     sandbox.use_broker(redis_url, sqlite_url)
-    workers.start(1, concurrency=2, extra_args=("--heartbeat-file", str(heartbeat)))
+    workers.start(1, concurrency=2, args=["--heartbeat-file", str(heartbeat)])
     deadline = time.monotonic() + 20
     while not heartbeat.exists() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -246,6 +246,15 @@ def sqlite_url(sandbox: Sandbox) -> str:
 # -- processes ---------------------------------------------------------------------------------
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def evalfleet_command() -> list[str]:
     """The installed `evalfleet` console script, next to this interpreter when possible."""
     beside = Path(sys.executable).parent / "evalfleet"
@@ -341,9 +350,9 @@ class WorkerPool:
 
     def start(self, count: int, *, concurrency: int = 8, queues: str | None = None, loglevel: str = "INFO",
               env: dict[str, str | None] | None = None, wait_ready: bool = True,
-              named: bool = True, extra_args: tuple[str, ...] = ()) -> list[WorkerProcess]:
-        """`named`: pass `-n w<N>@%h`; otherwise each worker takes its default name. `extra_args`
-        go at the end of every worker's command line."""
+              named: bool = True, args: list[str] | None = None) -> list[WorkerProcess]:
+        """`named`: pass `-n w<N>@%h`; otherwise each worker takes its default name. `args`: more
+        options of `evalfleet worker`."""
         started = []
         for _ in range(count):
             number = len(self.workers) + 1
@@ -351,13 +360,12 @@ class WorkerPool:
             log_path = self.sandbox.root / "worker-logs" / f"{name}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-            args = ["worker", "-c", str(concurrency), "-l", loglevel] + (["-n", f"{name}@%h"] if named else [])
-            args += ["-Q", queues] if queues else []
-            args += list(extra_args)
+            command = ["worker", "-c", str(concurrency), "-l", loglevel] + (["-n", f"{name}@%h"] if named else [])
+            command += (["-Q", queues] if queues else []) + list(args or [])
             worker_env = self.sandbox.env(**(env or {}))
             worker_env["PYTHONFAULTHANDLER"] = "1"  # `stop(dump_stacks=True)` prints every thread
             process = subprocess.Popen(
-                evalfleet_command() + args, cwd=self.sandbox.root, env=worker_env,
+                evalfleet_command() + command, cwd=self.sandbox.root, env=worker_env,
                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
             worker = WorkerProcess(name, process, log_path, handle)

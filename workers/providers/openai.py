@@ -22,6 +22,7 @@ from shared.redact import scrub
 from shared.samples import Prompt, Sample
 from workers.limits import limiter_for
 from workers.providers import ModelOutput, Provider, ProviderError, as_messages
+from workers.telemetry import model_counters
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 BACKOFF_BASE_S = 0.5
@@ -38,6 +39,9 @@ class OpenAIProvider(Provider):
         self._clients: dict[tuple[str | None, str | None], openai.OpenAI] = {}
         self._lock = threading.Lock()
         self.limiter = limiter_for(model)
+        self.metrics = model_counters(model.key)
+        self.price_per_token = ((model.pricing.input_per_million / 1e6, model.pricing.output_per_million / 1e6)
+                                if model.pricing else None)
         # The request body is plain JSON built here: the client's typed `create()` walks its
         # parameter annotations for every call, which cost more CPU than the HTTP exchange itself.
         self.body = {"model": model.name,
@@ -75,8 +79,11 @@ class OpenAIProvider(Provider):
         messages = [message.model_dump() for message in as_messages(prompt)]
         deadline = time.monotonic() + self.model.retry_timeout
         attempt = calls = 0
+        metrics = self.metrics
         while True:
             attempt += 1
+            metrics.attempts.inc()
+            started = None
             try:
                 with self.limiter.slot():
                     started = time.perf_counter()  # latency of the call, not of the wait for a slot
@@ -87,8 +94,14 @@ class OpenAIProvider(Provider):
                         options=_REQUEST_OPTIONS,
                     )
             except openai.APIError as exc:
+                if started is not None:
+                    metrics.seconds.observe(time.perf_counter() - started)
                 # A status error is an answer from the server; a connection failure or timeout is not.
-                calls += isinstance(exc, openai.APIStatusError)
+                if isinstance(exc, openai.APIStatusError):
+                    calls += 1
+                    metrics.requests.inc()
+                    if exc.status_code == 429:
+                        metrics.rate_limited.inc()
                 error = _provider_error(exc, attempt, calls, api_key)
                 delay = _retry_delay(exc, attempt)
                 if not error.retryable or attempt >= self.model.max_attempts or (
@@ -98,19 +111,30 @@ class OpenAIProvider(Provider):
                 time.sleep(delay)
                 continue
             except Exception as exc:  # noqa: BLE001 - e.g. an unparsable answer: the call was still made
+                metrics.requests.inc()
                 raise ProviderError(_scrub(str(exc), api_key), attempts=attempt, calls=calls + 1,
                                     type_name=type(exc).__name__) from None
-            latency_ms = (time.perf_counter() - started) * 1000
+            elapsed = time.perf_counter() - started
+            metrics.seconds.observe(elapsed)
+            metrics.requests.inc()
             choice = response.choices[0] if response.choices else None
             usage = response.usage
+            if usage is not None:
+                self._count_usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
             return ModelOutput(
                 text=(choice.message.content if choice and choice.message else None) or "",
                 input_tokens=usage.prompt_tokens if usage else None,
                 output_tokens=usage.completion_tokens if usage else None,
-                latency_ms=latency_ms,
+                latency_ms=elapsed * 1000,
                 calls=calls + 1,
                 attempts=attempt,
             )
+
+    def _count_usage(self, input_tokens: int, output_tokens: int) -> None:
+        self.metrics.input_tokens.inc(input_tokens)
+        self.metrics.output_tokens.inc(output_tokens)
+        if self.price_per_token is not None:
+            self.metrics.cost_usd.inc(input_tokens * self.price_per_token[0] + output_tokens * self.price_per_token[1])
 
 
 def _provider_error(exc: openai.APIError, attempts: int, calls: int, api_key: str | None) -> ProviderError:
