@@ -219,17 +219,30 @@ def assemble_task_result_log(task_result_id: int, status: str | None = None, *,
         return None
 
 
+def _evaluation_header(run_plan: str) -> EvaluationHeader:
+    """What a log says of its evaluation; the rest of the run's plan is not kept."""
+    evaluation = ResolvedEvaluation.model_validate_json(run_plan)
+    return EvaluationHeader(key=evaluation.key, display_name=evaluation.display_name,
+                            description=evaluation.description, tags=evaluation.tags,
+                            cache_policy=evaluation.cache_policy, log_prompts=evaluation.log_prompts,
+                            fail_on_error=evaluation.fail_on_error)
+
+
 def _assemble(task_result_id: int, owner: str, status: str | None) -> str | None:
     began = time.monotonic()
     engine = get_engine()
+    # The plans are read apart from the row and parsed at once, so their text (megabytes with a
+    # large prompt template, twice: the run's and the task result's) is not held while samples stream.
     with engine.connect() as connection:
         row = connection.execute(
-            select(task_results, runs.c.plan.label("run_plan"), runs.c.retry_of)
+            select(*(column for column in task_results.c if column.name != "plan"), runs.c.retry_of)
             .join(runs, runs.c.id == task_results.c.run_id)
             .where(task_results.c.id == task_result_id)
         ).one()
-    evaluation = ResolvedEvaluation.model_validate_json(row.run_plan)
-    spec = ResolvedTaskSpec.model_validate_json(row.plan)
+        evaluation = _evaluation_header(connection.execute(
+            select(runs.c.plan).where(runs.c.id == row.run_id)).scalar_one())
+        spec = ResolvedTaskSpec.model_validate_json(connection.execute(
+            select(task_results.c.plan).where(task_results.c.id == task_result_id)).scalar_one())
     try:
         task = load_task(spec.task, spec.dataset)
         folder = _Folder(task.metrics(), spec)
@@ -275,11 +288,7 @@ def _assemble(task_result_id: int, owner: str, status: str | None) -> str | None
             star = star_metric_result(spec, {label: r.metrics for label, r in results.items()})
             header = LogHeader(
                 status=final_status, error=error, run_id=row.run_id, retry_of=row.retry_of,
-                evaluation=EvaluationHeader(key=evaluation.key, display_name=evaluation.display_name,
-                                            description=evaluation.description, tags=evaluation.tags,
-                                            cache_policy=evaluation.cache_policy,
-                                            log_prompts=evaluation.log_prompts,
-                                            fail_on_error=evaluation.fail_on_error),
+                evaluation=evaluation,
                 task_specification=spec, sample_count=row.total, samples_errored=folder.errors,
                 subsampling=spec.subsampling, results=results, star_metric=star,
                 stats=LogStats(started_at=started_at, completed_at=completed_at,

@@ -100,7 +100,10 @@ def run_report(run_id: str, *, with_errors: bool = False, with_usage: bool = Fal
     still running (finished ones carry their summary). `with_usage`: tokens, cost and latency
     (a pass over the samples' columns: for final reports, not for progress)."""
     with get_engine().connect() as connection:
-        run = connection.execute(select(runs).where(runs.c.id == run_id)).one_or_none()
+        # Not the plan: progress asks every few hundred milliseconds, and with a megabyte prompt
+        # template each read would be megabytes.
+        run = connection.execute(select(*(column for column in runs.c if column.name != "plan"))
+                                 .where(runs.c.id == run_id)).one_or_none()
         if run is None:
             raise RunNotFound(run_id)
         rows = connection.execute(
