@@ -103,6 +103,7 @@ class Feeder:
         self._known_done = 0
         self._reached: dict[int, int] = {}
         self._beat_at = 0.0
+        self._flushed_once = False
 
     def run(self) -> int:
         """Feed everything (or until stopped); returns how many samples were handled."""
@@ -152,6 +153,10 @@ class Feeder:
             if hits:
                 for claimed in record_results(get_engine(), hits):
                     dispatch_aggregation(claimed, item.spec)
+            if not self._flushed_once:
+                # Workers start on the first chunk instead of waiting for a full publishing batch.
+                sender.flush()
+                self._flushed_once = True
             self._accounted += len(chunk_to_do)
             self.handled += len(chunk)
             self._reached[item.task_result_id] = chunk[-1][0] + 1
