@@ -3,8 +3,8 @@ Redis/RabbitMQ/PostgreSQL, worker subprocesses, the fake OpenAI server), plus
 
 * `background`: `evalfleet ...` subprocesses that keep running while the test acts (a waiting
   `evalfleet run`), killed at teardown if still alive;
-* `private_redis`: a redis-server of the test's own on a free port, which the test may kill and
-  restart on the same port;
+* `private_redis`: a redis-server of the test's own on a free port (tests/support/redis_server.py),
+  which the test may kill and restart on the same port;
 * small helpers to write run files, poll the database and read logs.
 
 A service that is down fails the test: nothing here skips."""
@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from tests.integration.conftest import (  # noqa: E402
     write_dataset,
     write_run_file,
 )
+from tests.support.redis_server import PrivateRedis  # noqa: E402
 
 # The integration fixtures, re-exported so pytest finds them for the tests here; with them the hook
 # that lets fixtures see whether the test failed.
@@ -157,66 +157,6 @@ def background(sandbox: Sandbox, request: pytest.FixtureRequest) -> Iterator[Bac
 
 
 # -- a private redis-server --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class PrivateRedis:
-    """`redis-server --port N --save '' --appendonly no` as a subprocess of this test: nothing is
-    persisted, so a restart loses every key, as a broker restart without persistence does."""
-
-    def __init__(self, root: Path):
-        self.port = free_port()
-        self.root = root
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self):  # noqa: ANN201
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=5)
-
-    def start(self, timeout: float = 15) -> None:
-        self.starts += 1
-        self.root.mkdir(parents=True, exist_ok=True)
-        log = open(self.root / f"redis-{self.starts}.log", "w")  # noqa: SIM115 - the child holds it
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--dir", str(self.root)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with self.client() as client:
-                    if client.ping():
-                        return
-            except Exception:  # noqa: BLE001 - not up yet
-                pass
-            if self.process.poll() is not None:
-                raise AssertionError(f"redis-server exited with {self.process.returncode}: "
-                                     f"{(self.root / f'redis-{self.starts}.log').read_text()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"redis-server on port {self.port} not up within {timeout} s")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
 
 
 @pytest.fixture

@@ -350,9 +350,11 @@ class WorkerPool:
 
     def start(self, count: int, *, concurrency: int = 8, queues: str | None = None, loglevel: str = "INFO",
               env: dict[str, str | None] | None = None, wait_ready: bool = True,
-              named: bool = True, args: list[str] | None = None) -> list[WorkerProcess]:
+              named: bool = True, args: list[str] | None = None,
+              on: Callable[..., list[str]] | None = None) -> list[WorkerProcess]:
         """`named`: pass `-n w<N>@%h`; otherwise each worker takes its default name. `args`: more
-        options of `evalfleet worker`."""
+        options of `evalfleet worker`. `on`: what makes a command run elsewhere (`Host.command` of
+        tests/support/hosts.py: on another host)."""
         started = []
         for _ in range(count):
             number = len(self.workers) + 1
@@ -364,8 +366,9 @@ class WorkerPool:
             command += (["-Q", queues] if queues else []) + list(args or [])
             worker_env = self.sandbox.env(**(env or {}))
             worker_env["PYTHONFAULTHANDLER"] = "1"  # `stop(dump_stacks=True)` prints every thread
+            command = evalfleet_command() + command
             process = subprocess.Popen(
-                evalfleet_command() + command, cwd=self.sandbox.root, env=worker_env,
+                on(*command) if on else command, cwd=self.sandbox.root, env=worker_env,
                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
             worker = WorkerProcess(name, process, log_path, handle)

@@ -20,9 +20,11 @@ def _free_port() -> int:
 
 
 class PrivatePostgres:
-    """`start()`, `stop()` (fast shutdown: connections are cut), `restart()`, `destroy()`; `url`."""
+    """`start()`, `stop()` (fast shutdown: connections are cut), `restart()`, `destroy()`; `url`.
+    It listens on `host` (loopback by default) and trusts every client of that address's subnet."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         if not found:
             raise RuntimeError("PostgreSQL server binaries not found under /usr/lib/postgresql")
@@ -37,10 +39,14 @@ class PrivatePostgres:
         if self._as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        if host != "127.0.0.1":
+            # initdb trusts loopback clients only; the others come from the address's own subnet.
+            with open(self.data / "pg_hba.conf", "a", encoding="utf-8") as hba:
+                hba.write("host all all samenet trust\n")
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
     def _run(self, program: str, *args: str, timeout: float = 60) -> None:
         command = [str(self.bin / program), *args]
@@ -49,7 +55,7 @@ class PrivatePostgres:
         subprocess.run(command, check=True, capture_output=True, timeout=timeout, cwd=self.root)
 
     def start(self) -> None:
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+        options = (f"-p {self.port} -k {self.root} -c listen_addresses={self.host} -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off")
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "-t", "60", "start")
 
@@ -63,7 +69,7 @@ class PrivatePostgres:
     def running(self) -> bool:
         with socket.socket() as sock:
             sock.settimeout(1)
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+            return sock.connect_ex((self.host, self.port)) == 0
 
     def destroy(self) -> None:
         if (self.data / "postmaster.pid").exists():
