@@ -189,6 +189,14 @@ class Worker:
         return rss_kb(self.pid)
 
 
+def start_worker(place: Place, name: str, concurrency: int) -> Worker:
+    """One `evalfleet worker` process named `name@<host>`, logging to worker-logs/<name>.log."""
+    argv = evalfleet_command() + ["worker", "-c", str(concurrency), "-n", f"{name}@%h", "-l", "WARNING"]
+    child = CHILDREN.start(name, argv, env=place.env(), cwd=place.root,
+                           log_path=place.root / "worker-logs" / f"{name}.log")
+    return Worker(name, child)
+
+
 class Workers:
     """`evalfleet worker` subprocesses on the scenario's broker; stopped on exit whatever happened."""
 
@@ -203,12 +211,7 @@ class Workers:
     def __enter__(self) -> Workers:
         try:
             for number in range(1, self.count + 1):
-                name = f"bench-{self.prefix}{number}"
-                argv = evalfleet_command() + ["worker", "-c", str(self.concurrency), "-n", f"{name}@%h",
-                                              "-l", "WARNING"]
-                child = CHILDREN.start(name, argv, env=self.place.env(), cwd=self.place.root,
-                                       log_path=self.place.root / "worker-logs" / f"{name}.log")
-                self.workers.append(Worker(name, child))
+                self.workers.append(start_worker(self.place, f"bench-{self.prefix}{number}", self.concurrency))
             self.wait_ready()
         except BaseException:
             self.stop()

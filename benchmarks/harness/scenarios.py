@@ -670,6 +670,7 @@ def _describe(exc: BaseException) -> str:
 # Scenarios of later features live in modules of their own, named after what they measure.
 from benchmarks.harness import (  # noqa: E402 - they build on the definitions above
     api_paging,
+    autoscaling,
     judging,
     log_tooling,
     million_samples,
@@ -677,5 +678,5 @@ from benchmarks.harness import (  # noqa: E402 - they build on the definitions a
     recovery,
 )
 
-for _module in (recovery, log_tooling, api_paging, parquet_export, million_samples, judging):
+for _module in (recovery, log_tooling, api_paging, parquet_export, million_samples, judging, autoscaling):
     SCENARIOS.update(_module.SCENARIOS)
