@@ -7,6 +7,7 @@ result), how many, and whether aggregation was claimed. Redis and the broker onl
 from __future__ import annotations
 
 import fcntl
+import logging
 import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+logger = logging.getLogger(__name__)
 metadata = MetaData()
 
 # Registered datasets, models and tasks. Each registration of a changed definition adds a version;
@@ -266,8 +268,39 @@ def _create_engine(url: str) -> Engine:
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     # A bounded connect: an unreachable server is an outage to wait out (shared.outages), not a
     # thread stuck in the kernel's SYN retries for minutes.
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True,
-                         connect_args={"connect_timeout": 10})
+    engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True,
+                           connect_args={"connect_timeout": 10})
+    from shared.settings import get_settings
+
+    dead_client = dead_client_settings(get_settings().visibility_timeout)
+    statement = "SELECT " + ", ".join(f"set_config('{name}', '{value}', false)" for name, value in dead_client.items())
+
+    @event.listens_for(engine, "connect")
+    def _drop_when_silent(dbapi_connection, _record):  # noqa: ANN001
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(statement)
+            dbapi_connection.commit()
+        except Exception as exc:  # noqa: BLE001 - a server before PostgreSQL 12, or a pooler that refuses it
+            dbapi_connection.rollback()
+            logger.debug("the database did not take the dead-client settings: %s", exc)
+        finally:
+            cursor.close()
+
+    return engine
+
+
+def dead_client_settings(visibility_timeout: int) -> dict[str, int]:
+    """PostgreSQL session settings under which the server drops a client silent for about
+    `visibility_timeout` seconds. A host that drops off the network mid-transaction otherwise keeps
+    its row locks, and every other worker's commits wait on them, until the server's TCP gives up:
+    two hours for an idle connection (keepalive), about 15 minutes for one with a reply not yet
+    acknowledged (retransmissions). After the visibility timeout the cluster treats that host's
+    worker as dead anyway: its samples are delivered again."""
+    return {"tcp_keepalives_idle": max(1, visibility_timeout // 3),
+            "tcp_keepalives_interval": max(1, visibility_timeout // 6),
+            "tcp_keepalives_count": 3,
+            "tcp_user_timeout": visibility_timeout * 1000}
 
 
 def _alembic_config():  # noqa: ANN202 - alembic is imported lazily

@@ -1,13 +1,16 @@
 """Three hosts (network namespaces on this machine, tests/support/hosts.py) run one evaluation on
 Redis and PostgreSQL reached by address over their own links: every sample once, every host does
-some, and a host cut off the network mid-run loses nothing (its samples come back by the visibility
-timeout and run on the others)."""
+some, and a host cut off the network mid-run loses nothing: its samples come back by the visibility
+timeout and run on the others, and the row lock it held in an open transaction (as a worker does
+while it commits results) is dropped by the server instead of stalling every other worker."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +26,15 @@ from tests.support.redis_server import PrivateRedis
 
 pytestmark = pytest.mark.services
 
+HOLD_PROGRESS_ROW = """
+import time
+from sqlalchemy import text
+from shared.db import get_engine
+with get_engine().begin() as connection:
+    connection.execute(text("UPDATE task_results SET done = done"))
+    print("holding", flush=True)
+    time.sleep(600)
+"""
 SAMPLES = 1200
 # 3 hosts x 4 slots x 100 ms: about 120 samples/s, so the run is still going when a host is cut.
 LATENCY_MS = 100
@@ -99,6 +111,11 @@ def test_three_hosts_share_a_run_and_one_cut_off_mid_run_loses_nothing(cluster, 
 
     poll(every_host_busy, timeout=30, interval=0.2, message="every host recording samples")
     cut_host = hosts[-1]
+    # The worst moment to lose a host: mid-commit, holding the run's progress row, which every
+    # worker's next commit waits for.
+    holder = subprocess.Popen(cut_host.command(sys.executable, "-c", HOLD_PROGRESS_ROW), env=workers.sandbox.env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert holder.stdout.readline().strip() == "holding", holder.stdout.read()
     network.cut(cut_host)
     cut_at = time.monotonic()
     done_at_cut = sum(_samples_per_host(cluster.postgres.url).values())
