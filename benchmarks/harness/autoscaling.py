@@ -23,7 +23,7 @@ from typing import Any
 from benchmarks.harness import workload
 from benchmarks.harness.cluster import QUEUE, Place, Worker, start_worker
 from benchmarks.harness.scenarios import Check, Context, Result, _driver, _quiet, median
-from benchmarks.harness.system import CHILDREN, WORK, Deadline, log
+from benchmarks.harness.system import CHILDREN, WORK, CpuMeter, Deadline, log
 from services.autoscaling import Autoscaler, ScalingPolicy
 
 SAMPLES, LATENCY_MS, CONCURRENCY, MAX_REPLICAS = 20_000, 100, 10, 4
@@ -134,6 +134,7 @@ def _one_run(ctx: Context, repeat: int, samples: int, deadline: Deadline) -> dic
     timeline: list[tuple[float, int, int]] = []
     with Deployment(place, f"r{repeat}w") as deployment:
         runner = threading.Thread(target=run_it, daemon=True)
+        meter = CpuMeter()
         began = time.monotonic()
         runner.start()
         while True:
@@ -145,6 +146,7 @@ def _one_run(ctx: Context, repeat: int, samples: int, deadline: Deadline) -> dic
             if not runner.is_alive() and replicas == 0:
                 break
             time.sleep(max(0.0, began + len(timeline) * POLL_S - time.monotonic()))
+        cpu = meter.stop()
     if "error" in outcome:
         raise outcome["error"]
     report = outcome["run"]["report"]
@@ -168,7 +170,7 @@ def _one_run(ctx: Context, repeat: int, samples: int, deadline: Deadline) -> dic
             "rows": rows, "distinct_ids": distinct, "log_samples": task_result["done"],
             "model_calls": task_result["model_calls"], "errors": task_result["errors"],
             "submit_to_last_log_s": round(elapsed, 1), "throughput_sps": round(samples / elapsed),
-            "workers": workers, "timeline": [{"t_s": t, "queue": q, "replicas": r} for t, q, r in timeline]}
+            "workers": workers, "cpu": cpu, "timeline": [{"t_s": t, "queue": q, "replicas": r} for t, q, r in timeline]}
 
 
 def _changes(timeline: list[dict[str, Any]]) -> str:
