@@ -10,10 +10,12 @@ stopped mid-run; the total time."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 from datetime import datetime
@@ -61,6 +63,10 @@ class Deployment:
 
     def __exit__(self, *exc: object) -> None:
         self._watching.clear()
+        # Those already told to stop get their grace: a second SIGTERM would cut it short.
+        for worker in self.stopping:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.child.process.wait(60)
         for worker in self.running + self.stopping:
             CHILDREN.stop(worker.child, timeout=60)
             self.events[worker.name]["exit_code"] = worker.child.process.returncode
@@ -218,11 +224,12 @@ def scenario_17(ctx: Context, result: Result) -> None:
             f"{len(run['workers'])} workers started, {stopped} stopped with SIGTERM mid-run; "
             f"rows {run['rows']:,}, model calls {run['model_calls']:,}; replicas {_changes(run['timeline'])}")
     worst = result.runs[-1]
+    mid_run = [w["exit_code"] for r in result.runs for w in r["workers"].values() if w["stopped_mid_run"]]
     once.settle(lambda v: v == samples, min(once.runs))
     once.note = (f"worst repeat: rows {min(r['rows'] for r in result.runs):,}, model calls "
                  f"{max(r['model_calls'] for r in result.runs):,}; "
-                 f"{sum(w['stopped_mid_run'] for r in result.runs for w in r['workers'].values())} workers "
-                 f"stopped with SIGTERM before their run ended, over {len(result.runs)} repeat(s)")
+                 f"{len(mid_run)} workers stopped with SIGTERM before their run ended, over {len(result.runs)} "
+                 f"repeat(s), exit codes {sorted(set(mid_run))}")
     at_once.settle(lambda v: v <= AT_ONCE_S)
     # Negative: the first sample began before the ready line reached the log (read every 50 ms).
     at_once.note = ("ready -> first sample per worker, last repeat: "
