@@ -8,8 +8,8 @@ trigger has been inactive for `cooldownPeriod`. Between 1 and `maxReplicaCount` 
 metric to the Horizontal Pod Autoscaler as an AverageValue target (`listLength` per replica),
 which asks for ceil(length / target) replicas, leaves the count alone within 10% of the target,
 scales up at once and scales down to the highest recommendation of its stabilization window.
-Not modelled: HPA's scale-up rate policies (at most double, or +4 pods, per 15 s by default) and
-the intervals of the loops (KEDA polls every `pollingInterval`, 30 s; HPA syncs every 15 s): the
+Not modelled: the HPA's rate policies (by default at most double, or +4 pods, per 15 s up; the
+manifests in deploy/kubernetes add 2 pods per 120 s down) and the intervals of the loops (KEDA polls every `pollingInterval`, 30 s; HPA syncs every 15 s): the
 caller decides how often to ask."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 # The HPA's default `--horizontal-pod-autoscaler-tolerance`.
 HPA_TOLERANCE = 0.1
@@ -50,6 +51,27 @@ class ScalingPolicy:
                              "max >= 1")
         if self.activation < 0 or self.cooldown_s < 0 or self.scale_down_window_s < 0:
             raise ValueError("activation, cooldown and the scale-down window cannot be negative")
+
+    @classmethod
+    def from_scaled_object(cls, document: dict[str, Any]) -> ScalingPolicy:
+        """The policy of a KEDA ScaledObject (its parsed YAML) with one `redis` trigger, or one
+        `rabbitmq` trigger in `QueueLength` mode; KEDA's defaults where a field is absent."""
+        spec = document["spec"]
+        triggers = spec.get("triggers") or []
+        if len(triggers) != 1:
+            raise ValueError(f"one trigger expected, found {len(triggers)}")
+        kind, metadata = triggers[0]["type"], triggers[0].get("metadata") or {}
+        if kind == "redis":
+            target, activation = metadata.get("listLength", 5), metadata.get("activationListLength", 0)
+        elif kind == "rabbitmq" and metadata.get("mode", "QueueLength") == "QueueLength":
+            target, activation = metadata.get("value", 20), metadata.get("activationValue", 0)
+        else:
+            raise ValueError(f"a {kind} trigger (mode {metadata.get('mode')}) is not a queue length")
+        behavior = ((spec.get("advanced") or {}).get("horizontalPodAutoscalerConfig") or {}).get("behavior") or {}
+        window = (behavior.get("scaleDown") or {}).get("stabilizationWindowSeconds", 300)
+        return cls(target=int(target), activation=int(activation), min_replicas=int(spec.get("minReplicaCount", 0)),
+                   max_replicas=int(spec.get("maxReplicaCount", 100)), cooldown_s=float(spec.get("cooldownPeriod", 300)),
+                   scale_down_window_s=float(window))
 
     @property
     def floor(self) -> int:

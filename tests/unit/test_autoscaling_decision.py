@@ -1,10 +1,14 @@
 """The KEDA decision (services/autoscaling.py) against values computed by hand: ceil(queue /
 target) within [max(1, min), max], the HPA's 10% tolerance, activation from zero, the scale-down
-stabilization window and the cooldown back to zero."""
+stabilization window and the cooldown back to zero; and the policy of the ScaledObjects shipped
+in deploy/kubernetes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from services.autoscaling import Autoscaler, ScalingPolicy, desired_replicas
 
@@ -71,3 +75,24 @@ def test_a_policy_keda_would_refuse_is_refused():
         ScalingPolicy(target=0)
     with pytest.raises(ValueError):
         ScalingPolicy(min_replicas=3, max_replicas=2)
+
+
+@pytest.mark.parametrize("manifest", ["keda-redis.yaml", "keda-rabbitmq.yaml"])
+def test_the_shipped_scaled_objects_add_a_worker_per_500_samples_waiting_and_keep_one(manifest):
+    path = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / manifest
+    (scaled_object,) = [d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == "ScaledObject"]
+    policy = ScalingPolicy.from_scaled_object(scaled_object)
+    assert policy == ScalingPolicy(target=500, activation=0, min_replicas=1, max_replicas=20, cooldown_s=300,
+                                   scale_down_window_s=600)
+    scaler = Autoscaler(policy, replicas=1)
+    assert scaler.decide(0, 2_600) == 6       # ceil(5.2)
+    assert scaler.decide(15, 10_000) == 20    # the submit window's 10,000: the maximum exactly
+    assert scaler.decide(30, 0) == 20         # the queue emptied: 20 was asked for 15 s ago
+    assert scaler.decide(615, 0) == 20        # 600 s ago: still inside the window
+    assert scaler.decide(616, 0) == 1         # the last high recommendation has left it; never zero
+
+
+def test_a_trigger_that_is_not_a_queue_length_is_refused():
+    document = {"spec": {"triggers": [{"type": "rabbitmq", "metadata": {"mode": "MessageRate", "value": "5"}}]}}
+    with pytest.raises(ValueError, match="not a queue length"):
+        ScalingPolicy.from_scaled_object(document)
