@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios", default=",".join(scenarios.SCENARIOS),
-                        help="Comma-separated scenario numbers (default: all of them, 1-16).")
+                        help="Comma-separated scenario numbers (default: all of them, 1-17).")
     parser.add_argument("--repeats", type=int, help="Measurements per figure; medians are reported "
                         "(default 3; 1 with --quick).")
     parser.add_argument("--quick", action="store_true", help="Smaller sizes: a smoke check, not the figures.")

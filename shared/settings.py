@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(
         30, ge=10, description="Redis broker: seconds after its worker's last heartbeat before a sample "
         "held by a worker that died is delivered again. Live workers refresh their samples every few "
-        "seconds, so a long sample is never delivered twice.",
+        "seconds, so a long sample is never delivered twice. PostgreSQL drops a client silent for about as "
+        "long (a host lost mid-transaction releases its locks).",
     )
     outage_budget: float = Field(
         300.0, gt=0, description="Seconds a sample waits for the database, Redis or the store to come back "

@@ -53,7 +53,8 @@ def remove_leftovers() -> None:
     links = re.findall(r"^\d+: ([^:@]+)", _ip("-o", "link", "show", check=False).stdout, flags=re.M)
     for name in names + links:
         match = _LEFTOVER.match(name)
-        if match and not _alive(int(match.group(1))):
+        # This process's own pid too: a leftover of an earlier process that had the same pid.
+        if match and (int(match.group(1)) == os.getpid() or not _alive(int(match.group(1)))):
             if name in names:
                 _kill_namespace_processes(name)
                 _ip("netns", "delete", name, check=False)
