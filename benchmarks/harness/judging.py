@@ -5,6 +5,8 @@ samples/s."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
 from benchmarks.harness import workload
@@ -22,6 +24,7 @@ from benchmarks.harness.scenarios import (
 from benchmarks.harness.system import Deadline
 
 JUDGE_NAME = "fake-judge"
+WARM_UP = 500  # samples run once before the measured repeats, on the same workers
 
 
 def scenario_16(ctx: Context, result: Result) -> None:
@@ -30,7 +33,8 @@ def scenario_16(ctx: Context, result: Result) -> None:
     ideal = workers * concurrency / (2 * latency_ms / 1000)
     result.config.update({"samples": samples, "latency_ms": f"{latency_ms} (model under test and judge)",
                           "workers": workers, "worker_concurrency": concurrency, "max_connections": max_connections,
-                          "scorer": "model_graded_qa", "cache_policy": "no-cache", "ideal_sps": ideal})
+                          "scorer": "model_graded_qa", "cache_policy": "no-cache", "ideal_sps": ideal,
+                          "warm_up_samples": WARM_UP})
     efficiency = Check(f"efficiency (throughput / ideal {ideal:.0f}/s)", ">= 80%", "% of ideal")
     result.checks.append(efficiency)
     deadline = Deadline(ctx.budget(180 + ctx.repeats * _latency_budget(samples, ideal)), "scenario 16")
@@ -40,13 +44,24 @@ def scenario_16(ctx: Context, result: Result) -> None:
         server.configure(model_answers={JUDGE_NAME: {"": "The submission meets the criterion.\nGRADE: C"}})
         under_test = workload.openai_model(server.base_url, max_connections)
         judge = {**workload.openai_model(server.base_url, max_connections, key="fake-judge"), "name": JUDGE_NAME}
-        run_file = workload.run_file(place.root, "s16", workload.dataset(samples), model_key="fake-openai",
-                                     models=[under_test, judge])
-        document = yaml.safe_load(run_file.read_text())
-        document["evaluation"]["task_specifications"][0]["task_config"]["scorers"] = [
-            {"name": "model_graded_qa", "judge_model": "fake-judge"}]
-        run_file.write_text(yaml.safe_dump(document, sort_keys=False))
+
+        def judged_run_file(name: str, data: Path) -> Path:
+            run_file = workload.run_file(place.root, name, data, model_key="fake-openai", models=[under_test, judge])
+            document = yaml.safe_load(run_file.read_text())
+            document["evaluation"]["task_specifications"][0]["task_config"]["scorers"] = [
+                {"name": "model_graded_qa", "judge_model": "fake-judge"}]
+            run_file.write_text(yaml.safe_dump(document, sort_keys=False))
+            return run_file
+
+        run_file = judged_run_file("s16", workload.dataset(samples))
         with Workers(place, workers, concurrency, deadline):
+            # Workers in a cluster are long-lived: the figure is theirs, not that of a process's
+            # first minute (clients, pools and threads created on first use). The warm-up's own
+            # figure is kept in the result.
+            warm = evalfleet_run(place, judged_run_file("s16-warmup", workload.dataset(WARM_UP, prefix="w")), WARM_UP,
+                                 name="s16-warm-up", timeout=deadline.remaining())
+            result.figures["warm_up_run"] = {"samples": WARM_UP, "throughput_sps": warm["throughput_sps"],
+                                             "efficiency_pct": round(100 * warm["throughput_sps"] / ideal, 1)}
             for repeat in range(1, ctx.repeats + 1):
                 quiet = _quiet(ctx)
                 server.reset()
