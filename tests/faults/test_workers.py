@@ -61,10 +61,10 @@ def test_a_killed_worker_s_samples_run_again_within_a_minute_at_default_settings
 
 
 def test_a_live_worker_s_long_sample_is_never_delivered_twice(redis_cluster, workers, fake_openai, background):
-    """One sample whose model call takes 25 s, longer than the visibility timeout (10 s) and the
-    heartbeat: the worker's heartbeat keeps it, so the server sees it exactly once."""
+    """One sample whose model call takes 18 s, far longer than the visibility timeout (10 s) and
+    several heartbeats: the worker's heartbeat keeps it, so the server sees it exactly once."""
     redis_cluster.setenv("EVALFLEET_VISIBILITY_TIMEOUT", "10")
-    fake_openai.configure(latency_ms=25_000)
+    fake_openai.configure(latency_ms=18_000)
     data = rows(1)
     path = run_file(redis_cluster.root, "long", data, models=[fake_openai_model(fake_openai, timeout=60)])
     workers.start(2, concurrency=2, env={"FAKE_OPENAI_KEY": "sk-test"})
@@ -98,7 +98,9 @@ def test_sigterm_finishes_in_flight_samples_and_hands_back_the_rest(redis_cluste
 
 
 def test_a_second_sigterm_stops_at_once_and_the_samples_come_back(redis_cluster, workers, fake_openai, background):
-    fake_openai.configure(latency_ms=2000)
+    # The samples abandoned in flight come back after the visibility timeout: its minimum, to be quick.
+    redis_cluster.setenv("EVALFLEET_VISIBILITY_TIMEOUT", "10")
+    fake_openai.configure(latency_ms=1500)
     data = rows(16)
     path = run_file(redis_cluster.root, "twice", data, models=[fake_openai_model(fake_openai)])
     leaving, _staying = workers.start(2, concurrency=4, env={"FAKE_OPENAI_KEY": "sk-test"})
