@@ -18,7 +18,7 @@ import uuid
 from datetime import UTC, datetime
 
 from benchmarks.harness.cluster import Place, evalfleet_command
-from benchmarks.harness.scenarios import Check, Context, Result, _quiet
+from benchmarks.harness.measurement import Check, Context, Result, quiet_before_measuring
 from benchmarks.harness.system import CHILDREN, WORK, Deadline, log
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -145,7 +145,7 @@ def scenario_10(ctx: Context, result: Result) -> None:
         _wait_up(base, server, deadline)
         path = f"/v2/gen-ai/evaluation_runs/{task_uuid}/results"
         for repeat in range(1, ctx.repeats + 1):
-            quiet = _quiet(ctx)
+            quiet = quiet_before_measuring(ctx)
             for name, page in (("first", 1), ("middle", pages // 2), ("last", pages)):
                 values = _latencies(base, token, f"{path}?page={page}&per_page={PER_PAGE}", REQUESTS_PER_PAGE)
                 checks[name].runs.append(round(_p(values, 99), 2))

@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks.harness import workload
 from benchmarks.harness.cluster import QUEUE, Place, Worker, start_worker
-from benchmarks.harness.scenarios import Check, Context, Result, _driver, _quiet, median
+from benchmarks.harness.measurement import Check, Context, Result, median, quiet_before_measuring, run_driver
 from benchmarks.harness.system import CHILDREN, WORK, CpuMeter, Deadline, log
 from services.autoscaling import Autoscaler, ScalingPolicy
 
@@ -132,7 +132,7 @@ def _one_run(ctx: Context, repeat: int, samples: int, deadline: Deadline) -> dic
 
     def run_it() -> None:
         try:
-            outcome["run"] = _driver(place, "run", str(run_file), name=f"s17-r{repeat}",
+            outcome["run"] = run_driver(place, "run", str(run_file), name=f"s17-r{repeat}",
                                      timeout=deadline.remaining())
         except BaseException as exc:  # noqa: BLE001 - raised in the controller's thread below
             outcome["error"] = exc
@@ -209,7 +209,7 @@ def scenario_17(ctx: Context, result: Result) -> None:
     result.checks += [once, at_once, start_up, total]
     deadline = Deadline(ctx.budget(120 + ctx.repeats * (90 + samples / 50)), "scenario 17")
     for repeat in range(1, ctx.repeats + 1):
-        quiet = _quiet(ctx)
+        quiet = quiet_before_measuring(ctx)
         run = _one_run(ctx, repeat, samples, deadline)
         run["quiet_wait"] = quiet
         result.runs.append(run)

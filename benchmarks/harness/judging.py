@@ -11,15 +11,15 @@ import yaml
 
 from benchmarks.harness import workload
 from benchmarks.harness.cluster import Workers
-from benchmarks.harness.scenarios import (
+from benchmarks.harness.measurement import (
     Check,
     Context,
     Result,
-    _latency_budget,
-    _latency_setup,
-    _quiet,
     evalfleet_run,
+    latency_budget,
+    latency_setup,
     median,
+    quiet_before_measuring,
 )
 from benchmarks.harness.system import Deadline
 
@@ -37,8 +37,8 @@ def scenario_16(ctx: Context, result: Result) -> None:
                           "warm_up_samples": WARM_UP})
     efficiency = Check(f"efficiency (throughput / ideal {ideal:.0f}/s)", ">= 80%", "% of ideal")
     result.checks.append(efficiency)
-    deadline = Deadline(ctx.budget(180 + ctx.repeats * _latency_budget(samples, ideal)), "scenario 16")
-    place, server = _latency_setup(ctx, "s16", latency_ms)
+    deadline = Deadline(ctx.budget(180 + ctx.repeats * latency_budget(samples, ideal)), "scenario 16")
+    place, server = latency_setup(ctx, "s16", latency_ms)
     rates = []
     with server:
         server.configure(model_answers={JUDGE_NAME: {"": "The submission meets the criterion.\nGRADE: C"}})
@@ -63,10 +63,10 @@ def scenario_16(ctx: Context, result: Result) -> None:
             result.figures["warm_up_run"] = {"samples": WARM_UP, "throughput_sps": warm["throughput_sps"],
                                              "efficiency_pct": round(100 * warm["throughput_sps"] / ideal, 1)}
             for repeat in range(1, ctx.repeats + 1):
-                quiet = _quiet(ctx)
+                quiet = quiet_before_measuring(ctx)
                 server.reset()
                 run = evalfleet_run(place, run_file, samples, name=f"s16-r{repeat}",
-                                    timeout=min(deadline.remaining(), ctx.budget(_latency_budget(samples, ideal))))
+                                    timeout=min(deadline.remaining(), ctx.budget(latency_budget(samples, ideal))))
                 stats = server.stats()
                 if stats["models"].get(JUDGE_NAME) != samples:
                     raise RuntimeError(f"the judge answered {stats['models']} requests, expected {samples}")

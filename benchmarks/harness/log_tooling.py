@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness.cluster import Place
-from benchmarks.harness.scenarios import Check, Context, Result, _quiet, median
+from benchmarks.harness.measurement import Check, Context, Result, median, quiet_before_measuring
 from benchmarks.harness.system import REPO, WORK, Deadline, log, run_process
 
 BIG, BIG_QUICK = 1_000_000, 100_000
@@ -61,7 +61,7 @@ def scenario_9(ctx: Context, result: Result) -> None:
     log(f"  generated {samples:,} samples, {made['bytes'] / 1e6:.0f} MB")
     result.figures["log_size_mb"] = round(made["bytes"] / 1e6, 1)
     for repeat in range(1, ctx.repeats + 1):
-        quiet = _quiet(ctx)
+        quiet = quiet_before_measuring(ctx)
         head = _drive(place, "header", str(big), timeout=min(deadline.remaining(), 120), name=f"s9-header-r{repeat}")
         walk = _drive(place, "iterate", str(big), timeout=deadline.remaining(), name=f"s9-iterate-r{repeat}")
         header_local.runs.append(round(head["seconds"] * 1000, 2))

@@ -25,7 +25,7 @@ import yaml
 from benchmarks.harness import workload
 from benchmarks.harness.api_paging import _fresh_database
 from benchmarks.harness.cluster import Place, Workers, evalfleet_command
-from benchmarks.harness.scenarios import Check, Context, Result, _driver, _mb, _quiet
+from benchmarks.harness.measurement import Check, Context, Result, mb, quiet_before_measuring, run_driver
 from benchmarks.harness.system import WORK, Deadline, RssSampler, log, run_process
 
 
@@ -34,7 +34,7 @@ def _run(place: Place, run_file: Path, samples: int, *, name: str, timeout: floa
     is not parsed whole by the harness)."""
     import evalfleet
 
-    result = _driver(place, "run", str(run_file), timeout=timeout, name=name)
+    result = run_driver(place, "run", str(run_file), timeout=timeout, name=name)
     report = result["report"]
     (task_result,) = report["task_results"]
     header = evalfleet.read_log(task_result["log_path"], header_only=True)
@@ -46,7 +46,7 @@ def _run(place: Place, run_file: Path, samples: int, *, name: str, timeout: floa
            "model_calls": task_result["model_calls"], "cache_hits": task_result["cache_hits"],
            "errors": task_result["errors"], "log_status": header.status, "run_id": report["run_id"],
            "log_size_mb": round(Path(task_result["log_path"]).stat().st_size / 1e6, 1),
-           "driver_peak_rss_mb": _mb(result["peak_rss_kb"])}
+           "driver_peak_rss_mb": mb(result["peak_rss_kb"])}
     log(f"    {name}: {samples:,} samples in {elapsed:.1f} s = {run['throughput_sps']:,} samples/s, peak RSS "
         f"{run['driver_peak_rss_mb']} MB, model calls {run['model_calls']:,}, cache hits {run['cache_hits']:,}")
     return run
@@ -83,7 +83,7 @@ def scenario_12(ctx: Context, result: Result) -> None:
     for samples in (small, large):
         place = Place.fresh(WORK / "s12", None)
         run_file = workload.run_file(place.root, "s12", workload.dataset(samples), cache_policy="reuse")
-        quiet = _quiet(ctx)
+        quiet = quiet_before_measuring(ctx)
         run = _run(place, run_file, samples, name=f"s12-{samples}", timeout=deadline.remaining())
         database = sum(p.stat().st_size for p in place.root.glob("evalfleet.db*"))
         store = _store_stats(place)
@@ -128,7 +128,7 @@ def scenario_13(ctx: Context, result: Result) -> None:
                 run = _run(place, run_file, samples, name=f"s13-{samples}", timeout=deadline.remaining())
             finally:
                 sampler.stop()
-            run["worker_peak_rss_mb"] = {name: _mb(sampler.peak(name)) for name in workers.pids}
+            run["worker_peak_rss_mb"] = {name: mb(sampler.peak(name)) for name in workers.pids}
         import psycopg
 
         with psycopg.connect(database) as connection:

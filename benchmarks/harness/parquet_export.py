@@ -9,7 +9,7 @@ import shutil
 
 from benchmarks.harness.api_paging import _fresh_database, _load
 from benchmarks.harness.cluster import Place, evalfleet_command
-from benchmarks.harness.scenarios import Check, Context, Result, _quiet
+from benchmarks.harness.measurement import Check, Context, Result, quiet_before_measuring
 from benchmarks.harness.system import WORK, Deadline, log, run_process
 
 QUERY = ("SELECT model_key, count(*) AS scored, avg(CAST(passed AS DOUBLE)) AS pass_rate, "
@@ -31,7 +31,7 @@ def scenario_11(ctx: Context, result: Result) -> None:
     out = place.root / "parquet"
     for repeat in range(1, ctx.repeats + 1):
         shutil.rmtree(out, ignore_errors=True)
-        quiet = _quiet(ctx)
+        quiet = quiet_before_measuring(ctx)
         done = run_process(evalfleet_command() + ["export", "parquet", "--all", "-o", str(out), "--json"],
                            env=place.env(), cwd=place.root, timeout=deadline.remaining(), name=f"s11-export-r{repeat}",
                            sample_rss=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from benchmarks.harness import workload
 from benchmarks.harness.cluster import Place, Workers
-from benchmarks.harness.scenarios import Check, Context, Result, _driver, _quiet, median
+from benchmarks.harness.measurement import Check, Context, Result, median, quiet_before_measuring, run_driver
 from benchmarks.harness.system import WORK, Deadline, log
 
 SAMPLES, LATENCY_MS, WORKERS, CONCURRENCY = 240, 3_000, 2, 8
@@ -62,8 +62,8 @@ def scenario_8(ctx: Context, result: Result) -> None:
         run_file = workload.run_file(place.root, f"s8-r{repeat}", workload.dataset(samples), model_key="slow",
                                      models=[model])
         with Workers(place, WORKERS, CONCURRENCY, deadline, prefix=f"r{repeat}w") as workers:
-            quiet = _quiet(ctx)
-            run_id = _driver(place, "submit", str(run_file), name=f"s8-r{repeat}-submit",
+            quiet = quiet_before_measuring(ctx)
+            run_id = run_driver(place, "submit", str(run_file), name=f"s8-r{repeat}-submit",
                              timeout=min(deadline.remaining(), 120))["run_id"]
             (task_result_id,) = _query(database, "SELECT id FROM task_results WHERE run_id = ?", run_id)[0]
             victim = workers.workers[0]

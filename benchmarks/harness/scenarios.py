@@ -3,20 +3,32 @@ finally block, and returns a `Result`: raw figures of every repeat, medians, tar
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import statistics
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import workload
-from benchmarks.harness.cluster import FakeOpenAI, Place, RedisDb, Workers
+from benchmarks.harness.cluster import Place, Workers
+from benchmarks.harness.inspect_reference import inspect_rate
+from benchmarks.harness.inspect_reference import inspect_version as inspect_version  # read by benchmarks.run
+from benchmarks.harness.measurement import (
+    Check,
+    Context,
+    Result,
+    describe_error,
+    evalfleet_run,
+    latency_budget,
+    latency_setup,
+    log_stats,
+    mb,
+    median,
+    mock_budget,
+    quiet_before_measuring,
+    run_driver,
+)
 from benchmarks.harness.system import (
     WORK,
     CpuMeter,
@@ -24,235 +36,7 @@ from benchmarks.harness.system import (
     RssSampler,
     ScenarioTimeout,
     log,
-    run_process,
-    wait_for_quiet,
 )
-
-# The Inspect AI venv (its pinned version and place) is the tests' too: one module knows both.
-from tests.support.inspect_venv import ensure_inspect_venv
-from tests.support.inspect_venv import inspect_version as inspect_version  # read by benchmarks.run
-
-INSPECT_DRIVER = Path(__file__).with_name("inspect_driver.py")
-
-
-# -- results ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Check:
-    name: str
-    target: str
-    unit: str
-    runs: list[float] = field(default_factory=list)
-    median: float | None = None
-    passed: bool | None = None
-    note: str = ""
-
-    def settle(self, predicate: Callable[[float], bool], value: float | None = None) -> Check:
-        if value is None and self.runs:
-            value = statistics.median(self.runs)
-        self.median = value
-        self.passed = None if value is None else bool(predicate(value))
-        return self
-
-
-@dataclass
-class Result:
-    id: str
-    title: str
-    targets: str
-    config: dict[str, Any] = field(default_factory=dict)
-    checks: list[Check] = field(default_factory=list)
-    figures: dict[str, Any] = field(default_factory=dict)
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    error: str | None = None
-    duration_s: float = 0.0
-    measured_at: str = ""
-    evalfleet_git: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def status(self) -> str:
-        if self.error:
-            return "error"
-        if not self.checks:
-            return "info"
-        if any(c.passed is None for c in self.checks):
-            return "incomplete"
-        return "pass" if all(c.passed for c in self.checks) else "fail"
-
-    def to_json(self) -> dict[str, Any]:
-        document = asdict(self)
-        document["status"] = self.status
-        return document
-
-
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-@dataclass
-class Context:
-    repeats: int
-    quick: bool
-    redis: RedisDb
-    quiet_wait_s: float
-    timeout_scale: float
-    inspect_install: bool = True
-    inspect: Result | None = None
-    cache: dict[str, Any] = field(default_factory=dict)
-
-    def size(self, full: int, quick: int) -> int:
-        return quick if self.quick else full
-
-    def budget(self, seconds: float) -> float:
-        return seconds * self.timeout_scale
-
-
-def _quiet(ctx: Context) -> dict[str, Any]:
-    if ctx.quiet_wait_s <= 0:
-        return {}
-    return wait_for_quiet(ctx.quiet_wait_s)
-
-
-def _mock_budget(samples: int) -> float:
-    """A generous bound for a zero-latency run: 60 s plus 25 samples/s."""
-    return 60 + samples / 25
-
-
-# -- evalfleet runs --------------------------------------------------------------------------------
-
-
-def _driver(place: Place, *args: str, timeout: float, name: str) -> dict[str, Any]:
-    completed = run_process([sys.executable, "-m", "benchmarks.harness.driver", *args], env=place.env(),
-                            cwd=place.root, timeout=timeout, name=name)
-    if completed.returncode != 0:
-        raise RuntimeError(f"{name} exited {completed.returncode}:\n{completed.stderr[-3000:]}")
-    lines = [line for line in completed.stdout.splitlines() if line.strip()]
-    result = json.loads(lines[-1])
-    result["process_wall_s"] = completed.wall_s
-    return result
-
-
-def _log_stats(path: str) -> dict[str, Any]:
-    """Counts and stats of a task result log (parsed whole: the harness is not what is measured)."""
-    with open(path, encoding="utf-8") as handle:
-        document = json.load(handle)
-    samples = document["samples"]
-    errors = [s["error"] for s in samples if s.get("error")]
-    first = f"{errors[0]['type']}: {errors[0]['message'].splitlines()[0][:200]}" if errors else None
-    return {"status": document["status"], "samples": len(samples), "errors": len(errors), "first_error": first,
-            "stats": document["stats"], "size_mb": round(Path(path).stat().st_size / 1e6, 1)}
-
-
-def evalfleet_run(place: Place, run_file: Path, samples: int, *, timeout: float, name: str,
-                  concurrency: int | None = None) -> dict[str, Any]:
-    """`evalfleet run --json` in a driver process; throughput from submit to the last log written."""
-    args = ["run", str(run_file)] + (["--concurrency", str(concurrency)] if concurrency else [])
-    meter = CpuMeter()
-    result = _driver(place, *args, timeout=timeout, name=name)
-    cpu = meter.stop()
-    report = result["report"]
-    (task_result,) = report["task_results"]
-    if report["status"] != "success" or task_result["done"] != samples:
-        raise RuntimeError(f"{name}: run {report['status']}, {task_result['done']}/{samples} done, "
-                           f"error {report.get('error') or task_result.get('error')}")
-    log_path = task_result["log_path"]
-    to_last_log = Path(log_path).stat().st_mtime - result["started_epoch"]
-    stats = _log_stats(log_path)
-    if stats["samples"] != samples:
-        raise RuntimeError(f"{name}: the log holds {stats['samples']} samples, expected {samples}")
-    run = {
-        "samples": samples,
-        "submit_to_last_log_s": round(to_last_log, 3),
-        "cli_wall_s": round(result["wall_s"], 3),
-        "process_wall_s": round(result["process_wall_s"], 3),
-        "log_duration_s": round(stats["stats"]["duration_s"], 3),
-        "throughput_sps": round(samples / to_last_log, 1),
-        "errors": task_result["errors"],
-        "first_error": stats["first_error"],
-        "model_calls": task_result["model_calls"],
-        "cache_hits": task_result["cache_hits"],
-        "log_size_mb": stats["size_mb"],
-        "run_id": report["run_id"],
-        "log_path": log_path,
-        "driver_peak_rss_mb": round(result["peak_rss_kb"] / 1024, 1),
-        "cpu": cpu,
-    }
-    log(f"    {name}: {samples} samples in {to_last_log:.2f} s = {run['throughput_sps']:.0f} samples/s "
-        f"(model calls {run['model_calls']}, cache hits {run['cache_hits']}, "
-        f"other load {cpu['other_share']:.0%})")
-    if run["errors"]:
-        log(f"    WARNING {name}: {run['errors']} sample(s) failed; first: {run['first_error']}")
-    return run
-
-
-# -- Inspect AI --------------------------------------------------------------------------------------
-
-
-def inspect_baseline(ctx: Context) -> Result:
-    """Inspect AI on the same 20,000 samples with mockllm/model: the reference of scenarios 1 and 2."""
-    if ctx.inspect is not None:
-        return ctx.inspect
-    samples = ctx.size(20_000, 2_000)
-    from datetime import UTC, datetime
-
-    result = Result("ref", "Inspect AI reference: same samples, mockllm/model, includes()",
-                    "reference for 1 and 2", config={"samples": samples, "model": "mockllm/model",
-                                                     "display": "none"},
-                    measured_at=datetime.now(UTC).isoformat(timespec="seconds"))
-    started = time.monotonic()
-    log(f"Inspect AI reference: {samples} samples x {ctx.repeats}")
-    try:
-        per_run = 60 + samples / 10  # a floor of 10 samples/s
-        deadline = Deadline(ctx.budget(1200 + ctx.repeats * per_run), "Inspect AI reference")
-        python = ensure_inspect_venv(ctx.inspect_install, log=lambda message: log(f"  {message}"))
-        data = workload.dataset(samples)
-        rates = []
-        for repeat in range(1, ctx.repeats + 1):
-            quiet = _quiet(ctx)
-            log_dir = WORK / "inspect-logs" / f"r{repeat}"
-            meter = CpuMeter()
-            completed = run_process([str(python), str(INSPECT_DRIVER), str(data), str(log_dir)],
-                                    env=_inspect_env(), cwd=WORK,
-                                    timeout=min(deadline.remaining(), ctx.budget(per_run)),
-                                    name=f"inspect-r{repeat}")
-            cpu = meter.stop()
-            if completed.returncode != 0:
-                raise RuntimeError(f"Inspect AI exited {completed.returncode}:\n{completed.stderr[-3000:]}")
-            out = json.loads([line for line in completed.stdout.splitlines() if line.strip()][-1])
-            if out["status"] != "success" or out["completed_samples"] != samples:
-                raise RuntimeError(f"Inspect AI run {out['status']}: {out}")
-            rate = samples / out["wall_s"]
-            rates.append(round(rate, 1))
-            result.config["inspect_ai"] = out["inspect_ai"]
-            result.runs.append({"repeat": repeat, "wall_s": round(out["wall_s"], 3), "throughput_sps": round(rate, 1),
-                                "process_wall_s": round(completed.wall_s, 3), "peak_rss_mb":
-                                round(out["peak_rss_kb"] / 1024, 1), "log": out["log_location"], "cpu": cpu,
-                                "quiet_wait": quiet})
-            log(f"    inspect r{repeat}: {samples} samples in {out['wall_s']:.2f} s = {rate:.0f} samples/s "
-                f"(other load {cpu['other_share']:.0%})")
-        result.figures["throughput_sps"] = {"runs": rates, "median": median(rates)}
-    except Exception as exc:  # noqa: BLE001
-        result.error = _describe(exc)
-    result.duration_s = round(time.monotonic() - started, 1)
-    ctx.inspect = result
-    return result
-
-
-def _inspect_env() -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVALFLEET_", "INSPECT_", "OPENAI_"))
-           and k != "PYTHONDONTWRITEBYTECODE"}
-    env.update({"INSPECT_DISPLAY": "none", "PYTHONUNBUFFERED": "1", "TIKTOKEN_CACHE_DIR": str(WORK / "tiktoken")})
-    return env
-
-
-def _inspect_rate(ctx: Context) -> float | None:
-    reference = inspect_baseline(ctx)
-    return reference.figures.get("throughput_sps", {}).get("median")
-
 
 # -- scenarios -------------------------------------------------------------------------------------
 
@@ -266,15 +50,15 @@ def scenario_1(ctx: Context, result: Result) -> None:
     rate = Check("throughput", ">= 800 samples/s", "samples/s")
     ratio = Check("vs Inspect AI", ">= 7x", "x")
     result.checks += [rate, ratio]
-    inspect = _inspect_rate(ctx)
-    deadline = Deadline(ctx.budget(120 + ctx.repeats * _mock_budget(samples)), "scenario 1")
+    inspect = inspect_rate(ctx)
+    deadline = Deadline(ctx.budget(120 + ctx.repeats * mock_budget(samples)), "scenario 1")
     place = Place.fresh(WORK / "s1", ctx.redis.url)
     ctx.redis.flush()
     run_file = workload.run_file(place.root, "s1", workload.dataset(samples))
     with Workers(place, 2, concurrency, deadline):
         for repeat in range(1, ctx.repeats + 1):
-            quiet = _quiet(ctx)
-            run = evalfleet_run(place, run_file, samples, timeout=min(deadline.remaining(), ctx.budget(_mock_budget(samples))),
+            quiet = quiet_before_measuring(ctx)
+            run = evalfleet_run(place, run_file, samples, timeout=min(deadline.remaining(), ctx.budget(mock_budget(samples))),
                                 name=f"s1-r{repeat}")
             run.update(repeat=repeat, quiet_wait=quiet)
             result.runs.append(run)
@@ -294,13 +78,13 @@ def scenario_2(ctx: Context, result: Result) -> None:
     rate = Check("throughput", "(reported)", "samples/s")
     ratio = Check("vs Inspect AI", ">= 10x", "x")
     result.checks.append(ratio)
-    inspect = _inspect_rate(ctx)
-    deadline = Deadline(ctx.budget(60 + ctx.repeats * _mock_budget(samples)), "scenario 2")
+    inspect = inspect_rate(ctx)
+    deadline = Deadline(ctx.budget(60 + ctx.repeats * mock_budget(samples)), "scenario 2")
     for repeat in range(1, ctx.repeats + 1):
         place = Place.fresh(WORK / "s2", None)
         run_file = workload.run_file(place.root, "s2", workload.dataset(samples))
-        quiet = _quiet(ctx)
-        run = evalfleet_run(place, run_file, samples, timeout=min(deadline.remaining(), ctx.budget(_mock_budget(samples))),
+        quiet = quiet_before_measuring(ctx)
+        run = evalfleet_run(place, run_file, samples, timeout=min(deadline.remaining(), ctx.budget(mock_budget(samples))),
                             name=f"s2-r{repeat}")
         run.update(repeat=repeat, quiet_wait=quiet)
         result.runs.append(run)
@@ -313,15 +97,6 @@ def scenario_2(ctx: Context, result: Result) -> None:
         ratio.settle(lambda v: v >= 10, round(rate.median / inspect, 2))
 
 
-def _latency_setup(ctx: Context, name: str, latency_ms: float) -> tuple[Place, FakeOpenAI]:
-    place = Place.fresh(WORK / name, ctx.redis.url)
-    ctx.redis.flush()
-    return place, FakeOpenAI(place, latency_ms)
-
-
-def _latency_budget(samples: int, ideal_sps: float) -> float:
-    """A bound for a latency-bound run: 60 s plus four times the ideal duration."""
-    return 60 + 4 * samples / ideal_sps
 
 
 def scenario_3(ctx: Context, result: Result) -> None:
@@ -334,17 +109,17 @@ def scenario_3(ctx: Context, result: Result) -> None:
     efficiency = Check("efficiency (throughput / ideal 400/s)", ">= 85%", "% of ideal")
     result.checks.append(efficiency)
     rates = []
-    deadline = Deadline(ctx.budget(180 + ctx.repeats * _latency_budget(samples, ideal)), "scenario 3")
-    place, server = _latency_setup(ctx, "s3", latency_ms)
+    deadline = Deadline(ctx.budget(180 + ctx.repeats * latency_budget(samples, ideal)), "scenario 3")
+    place, server = latency_setup(ctx, "s3", latency_ms)
     with server:
         run_file = workload.run_file(place.root, "s3", workload.dataset(samples), model_key="fake-openai",
                                      models=[workload.openai_model(server.base_url, max_connections)])
         with Workers(place, workers, concurrency, deadline):
             for repeat in range(1, ctx.repeats + 1):
-                quiet = _quiet(ctx)
+                quiet = quiet_before_measuring(ctx)
                 server.reset()
                 run = evalfleet_run(place, run_file, samples, name=f"s3-r{repeat}",
-                                    timeout=min(deadline.remaining(), ctx.budget(_latency_budget(samples, ideal))))
+                                    timeout=min(deadline.remaining(), ctx.budget(latency_budget(samples, ideal))))
                 stats = server.stats()
                 run.update(repeat=repeat, quiet_wait=quiet, server_requests=stats["requests"],
                            server_max_concurrency=stats["max_concurrency"],
@@ -365,7 +140,7 @@ def scenario_4(ctx: Context, result: Result) -> None:
                           "samples_per_config": {n: int(n * per_worker_ideal * seconds) for n in counts},
                           "max_connections": 1000, "cache_policy": "no-cache", "provider": "openai (fake server)"})
     deadline = Deadline(ctx.budget(300 + len(counts) * (60 + ctx.repeats * (60 + 4 * seconds))), "scenario 4")
-    place, server = _latency_setup(ctx, "s4", latency_ms)
+    place, server = latency_setup(ctx, "s4", latency_ms)
     rates: dict[int, list[float]] = {}
     with server:
         for n in counts:
@@ -375,11 +150,11 @@ def scenario_4(ctx: Context, result: Result) -> None:
             log(f"  {n} worker(s), {samples} samples")
             with Workers(place, n, concurrency, deadline, prefix=f"n{n}w"):
                 for repeat in range(1, ctx.repeats + 1):
-                    quiet = _quiet(ctx)
+                    quiet = quiet_before_measuring(ctx)
                     server.reset()
                     run = evalfleet_run(place, run_file, samples, name=f"s4-n{n}-r{repeat}",
                                         timeout=min(deadline.remaining(),
-                                                    ctx.budget(_latency_budget(samples, n * per_worker_ideal))))
+                                                    ctx.budget(latency_budget(samples, n * per_worker_ideal))))
                     stats = server.stats()
                     run.update(repeat=repeat, workers=n, quiet_wait=quiet, server_requests=stats["requests"],
                                server_max_concurrency=stats["max_concurrency"],
@@ -407,8 +182,8 @@ def scenario_5(ctx: Context, result: Result) -> None:
     speedup = Check("speed-up of the cached re-run", ">= 20x", "x")
     calls = Check("model calls in the cached re-run (server /stats + run's model_calls)", "= 0", "calls")
     result.checks += [speedup, calls]
-    deadline = Deadline(ctx.budget(180 + ctx.repeats * 2 * _latency_budget(samples, 400)), "scenario 5")
-    place, server = _latency_setup(ctx, "s5", latency_ms)
+    deadline = Deadline(ctx.budget(180 + ctx.repeats * 2 * latency_budget(samples, 400)), "scenario 5")
+    place, server = latency_setup(ctx, "s5", latency_ms)
     with server:
         with Workers(place, workers, concurrency, deadline):
             for repeat in range(1, ctx.repeats + 1):
@@ -416,14 +191,14 @@ def scenario_5(ctx: Context, result: Result) -> None:
                 run_file = workload.run_file(place.root, f"s5-r{repeat}", data, model_key="fake-openai",
                                              models=[workload.openai_model(server.base_url, max_connections)],
                                              cache_policy="reuse")
-                quiet = _quiet(ctx)
+                quiet = quiet_before_measuring(ctx)
                 server.reset()
                 first = evalfleet_run(place, run_file, samples, name=f"s5-r{repeat}-first",
-                                      timeout=min(deadline.remaining(), ctx.budget(_latency_budget(samples, 400))))
+                                      timeout=min(deadline.remaining(), ctx.budget(latency_budget(samples, 400))))
                 first["server_requests"] = server.stats()["requests"]
                 server.reset()
                 second = evalfleet_run(place, run_file, samples, name=f"s5-r{repeat}-cached",
-                                       timeout=min(deadline.remaining(), ctx.budget(_latency_budget(samples, 400))))
+                                       timeout=min(deadline.remaining(), ctx.budget(latency_budget(samples, 400))))
                 second["server_requests"] = server.stats()["requests"]
                 ratio = first["submit_to_last_log_s"] / second["submit_to_last_log_s"]
                 result.runs.append({"repeat": repeat, "quiet_wait": quiet, "first": first, "cached": second,
@@ -442,9 +217,10 @@ def scenario_6(ctx: Context, result: Result) -> None:
     result.config.update({"sizes": list(sizes), "method": "driver process calls services.submitter.submit(file) "
                           "with the Redis broker and no worker; timed around submit() alone (validation, "
                           "registration, enqueue); RSS sampled every 50 ms during submit(); queue length checked",
-                          "model": "mock$target"})
+                          "model": "mock$target", "submit_window": "0 (no limit: everything is enqueued at once)"})
     deadline = Deadline(ctx.budget(120 + ctx.repeats * sum(60 + n / 500 for n in sizes)), "scenario 6")
-    place = Place.fresh(WORK / "s6", ctx.redis.url)
+    # Enqueueing alone is measured: with no worker, a submission window would wait for one forever.
+    place = Place.fresh(WORK / "s6", ctx.redis.url, EVALFLEET_SUBMIT_WINDOW="0")
     rate = Check(f"submission rate, {sizes[1]:,} samples", ">= 5,000 samples/s", "samples/s")
     memory = Check(f"submitter peak RSS growth {sizes[0]:,} -> {sizes[1]:,} samples", "<= 10% (flat)", "%")
     result.checks += [rate, memory]
@@ -454,9 +230,9 @@ def scenario_6(ctx: Context, result: Result) -> None:
         run_file = workload.run_file(place.root, f"s6-{samples}", workload.dataset(samples))
         for repeat in range(1, ctx.repeats + 1):
             ctx.redis.flush()
-            quiet = _quiet(ctx)
+            quiet = quiet_before_measuring(ctx)
             meter = CpuMeter()
-            out = _driver(place, "submit", str(run_file), name=f"s6-{samples}-r{repeat}",
+            out = run_driver(place, "submit", str(run_file), name=f"s6-{samples}-r{repeat}",
                           timeout=min(deadline.remaining(), ctx.budget(60 + samples / 250)))
             cpu = meter.stop()
             queued = ctx.redis.queue_length()
@@ -531,7 +307,7 @@ def scenario_7(ctx: Context, result: Result) -> None:
     worker_growth = Check("worker RSS growth over the run (worst worker)", "<= 50 MB", "MB")
     aggregator = Check(f"aggregator peak RSS, {samples:,}-sample log (separate process)", "<= 300 MB", "MB")
     result.checks += [worker_growth, aggregator]
-    deadline = Deadline(ctx.budget(300 + _mock_budget(samples) + ctx.repeats * (60 + samples / 500)), "scenario 7")
+    deadline = Deadline(ctx.budget(300 + mock_budget(samples) + ctx.repeats * (60 + samples / 500)), "scenario 7")
     place = Place.fresh(WORK / "s7", ctx.redis.url)
     ctx.redis.flush()
     warm_file = workload.run_file(place.root, "s7-warmup", workload.dataset(warmup, prefix="w"))
@@ -546,7 +322,7 @@ def scenario_7(ctx: Context, result: Result) -> None:
             time.sleep(0.5)
             baseline = {name: sampler.at(name, sampler.now()) for name in workers.pids}
             run = evalfleet_run(place, run_file, samples, name="s7-run",
-                                timeout=min(deadline.remaining(), ctx.budget(_mock_budget(samples))))
+                                timeout=min(deadline.remaining(), ctx.budget(mock_budget(samples))))
             time.sleep(0.5)
         finally:
             watch.stop()
@@ -557,11 +333,11 @@ def scenario_7(ctx: Context, result: Result) -> None:
             agg_peak = sampler.peak(name, since=watch.all_done_at or 0.0) if watch.all_done_at else None
             before_agg = sampler.at(name, watch.all_done_at) if watch.all_done_at else None
             per_worker[name] = {
-                "rss_idle_mb": _mb(idle[name]), "rss_after_warmup_mb": _mb(baseline[name]), "peak_rss_mb": _mb(peak),
-                "growth_mb": _mb(peak - baseline[name]) if peak and baseline[name] else None,
-                "rss_before_aggregation_mb": _mb(before_agg), "peak_rss_during_aggregation_mb": _mb(agg_peak),
-                "rss_end_mb": _mb(sampler.series[name][-1][1]) if sampler.series[name] else None,
-                "series_mb": [(round(t, 1), _mb(v)) for t, v in sampler.series[name][:: max(1, len(
+                "rss_idle_mb": mb(idle[name]), "rss_after_warmup_mb": mb(baseline[name]), "peak_rss_mb": mb(peak),
+                "growth_mb": mb(peak - baseline[name]) if peak and baseline[name] else None,
+                "rss_before_aggregation_mb": mb(before_agg), "peak_rss_during_aggregation_mb": mb(agg_peak),
+                "rss_end_mb": mb(sampler.series[name][-1][1]) if sampler.series[name] else None,
+                "series_mb": [(round(t, 1), mb(v)) for t, v in sampler.series[name][:: max(1, len(
                     sampler.series[name]) // 200)]],
             }
         run.update(aggregation_window_s=(round(watch.settled_at - watch.all_done_at, 2)
@@ -574,14 +350,14 @@ def scenario_7(ctx: Context, result: Result) -> None:
         worker_growth.settle(lambda v: v <= 50, max(worker_growth.runs) if worker_growth.runs else None)
     task_result_id = _task_result_id(place.root / "evalfleet.db", run["run_id"])
     for repeat in range(1, ctx.repeats + 1):
-        out = _driver(place, "aggregate", str(task_result_id), name=f"s7-aggregate-r{repeat}",
+        out = run_driver(place, "aggregate", str(task_result_id), name=f"s7-aggregate-r{repeat}",
                       timeout=min(deadline.remaining(), ctx.budget(120 + samples / 200)))
-        stats = _log_stats(out["log_path"])
+        stats = log_stats(out["log_path"])
         if stats["samples"] != samples or stats["status"] != "success":
             raise RuntimeError(f"re-aggregated log: {stats['samples']} samples, status {stats['status']}")
         entry = {"kind": "aggregation", "repeat": repeat, "aggregate_s": round(out["aggregate_s"], 2),
-                 "peak_rss_process_mb": _mb(out["peak_rss_kb"]), "rss_before_mb": _mb(out["rss_before_kb"]),
-                 "peak_rss_during_mb": _mb(out["peak_rss_during_kb"]), "log_size_mb": stats["size_mb"]}
+                 "peak_rss_process_mb": mb(out["peak_rss_kb"]), "rss_before_mb": mb(out["rss_before_kb"]),
+                 "peak_rss_during_mb": mb(out["peak_rss_during_kb"]), "log_size_mb": stats["size_mb"]}
         result.runs.append(entry)
         aggregator.runs.append(entry["peak_rss_process_mb"])
         log(f"    s7-aggregate-r{repeat}: {samples} samples in {out['aggregate_s']:.1f} s, peak RSS "
@@ -592,9 +368,6 @@ def scenario_7(ctx: Context, result: Result) -> None:
     aggregator.settle(lambda v: v <= 300)
     result.figures["throughput_sps"] = run["throughput_sps"]
 
-
-def _mb(kb: int | None) -> float | None:
-    return None if kb is None else round(kb / 1024, 1)
 
 
 def _task_result_id(database: Path, run_id: str) -> int:
@@ -631,7 +404,7 @@ def run_scenario(ctx: Context, key: str) -> Result:
     except ScenarioTimeout as exc:
         result.error = f"timeout: {exc}"
     except Exception as exc:  # noqa: BLE001 - recorded, the next scenario still runs
-        result.error = _describe(exc)
+        result.error = describe_error(exc)
     finally:
         result.duration_s = round(time.monotonic() - started, 1)
         result.notes += _error_notes(result.runs)
@@ -660,9 +433,6 @@ def _error_notes(runs: list[dict[str, Any]]) -> list[str]:
         walk(run, label)
     return notes
 
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_tb(exc.__traceback__, limit=4))}"
 
 
 
