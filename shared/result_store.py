@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
-import queue
 import threading
 import time
 from collections import defaultdict
@@ -33,6 +32,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, Field
 
 from shared import keys, packs, store_index
+from shared.coalescing import Coalescer
 from shared.errors import StoreError
 from shared.log import Score, TokenUsage
 from shared.settings import Settings, get_settings
@@ -130,7 +130,8 @@ class ResultStore:
         self._next_orphan_check = 0.0
         self._legacy: bool | None = None
         self._set_if_newer = redis.register_script(_SET_IF_NEWER) if redis is not None else None
-        self._lookups = _Lookups(self)
+        # Concurrent lookups of a process's threads share one round trip.
+        self._lookups = Coalescer(self.lookup_many, "evalfleet-store-lookups")
         if self.auto_reindex:
             self._ensure_index()
 
@@ -146,11 +147,11 @@ class ResultStore:
 
     def lookup(self, inference_key: str, score_key: str) -> Found:
         """The cached output of a sample and, if computed before, its scores under `score_key`.
-        Concurrent lookups of a process's threads share one round trip (`_Lookups`)."""
+        Concurrent lookups of a process's threads share one round trip (`Coalescer`)."""
         unpacked = self._unpacked.get(inference_key)
         if unpacked is not None:
             return _found(_parse(unpacked[1]), score_key)
-        return self._lookups.lookup(inference_key, score_key)
+        return self._lookups.call((inference_key, score_key))
 
     def lookup_many(self, pairs: list[tuple[str, str]]) -> list[Found]:
         """`lookup` for many samples at once: one Redis round trip (or one index query) for all."""
@@ -421,60 +422,6 @@ class ResultStore:
                     self.redis.delete(keys.STORE_REINDEX_LOCK)
 
             threading.Thread(target=refill, name="evalfleet-store-reindex", daemon=True).start()
-
-
-class _Lookup:
-    __slots__ = ("done", "error", "pair", "result")
-
-    def __init__(self, pair: tuple[str, str]):
-        self.pair = pair
-        self.done = threading.Event()
-        self.result: Found = (None, None)
-        self.error: BaseException | None = None
-
-
-class _Lookups:
-    """Lookups of concurrent threads, answered together: one thread takes whatever is waiting
-    (no lingering: alone, a lookup goes at once) and makes one `lookup_many` of it. A worker's
-    samples then cost a Redis round trip or an index query per batch, not per sample."""
-
-    MAX_BATCH = 500
-
-    def __init__(self, store: ResultStore):
-        self.store = store
-        self._queue: queue.SimpleQueue[_Lookup] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def lookup(self, inference_key: str, score_key: str) -> Found:
-        request = _Lookup((inference_key, score_key))
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="evalfleet-store-lookups", daemon=True)
-                    self._thread.start()
-        self._queue.put(request)
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
-        return request.result
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                for request, result in zip(batch, self.store.lookup_many([r.pair for r in batch]), strict=True):
-                    request.result = result
-            except BaseException as exc:  # noqa: BLE001 - each caller decides what a failed lookup means
-                for request in batch:
-                    request.error = exc
-            for request in batch:
-                request.done.set()
 
 
 def _found(entry: StoreEntry | None, score_key: str) -> Found:
