@@ -162,10 +162,12 @@ def test_compaction_while_a_run_reads_the_store_changes_no_answer(redis_cluster,
     assert result.returncode == 0, str(result)
     [task_result] = result.json()["task_results"]
     assert (task_result["model_calls"], task_result["cache_hits"], task_result["errors"]) == (0, len(data), 0)
-    # Once nothing else moves entries, one more compaction leaves every pack fully current.
+    # Once nothing else moves entries, one more compaction leaves every entry current but what
+    # packs under the threshold keep (compaction leaves a pack less than 1% superseded alone).
     assert cli("store", "compact", "--min-dead", "0.01").returncode == 0
     after = _store_stats(cli)
-    assert after["entries"] == after["current_entries"] == len(data), after
+    assert after["current_entries"] == len(data), after
+    assert after["entries"] - after["current_entries"] < 0.01 * after["entries"], after
     assert after["bytes"] < before["bytes"]
 
 
