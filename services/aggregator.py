@@ -158,8 +158,7 @@ class _Folder:
             entry.input_tokens += input_tokens
             entry.output_tokens += output_tokens
             if model is not None and model.pricing is not None:
-                entry.cost_usd = (entry.input_tokens * model.pricing.input_per_million
-                                  + entry.output_tokens * model.pricing.output_per_million) / 1_000_000
+                entry.cost_usd = model.pricing.cost_usd(entry.input_tokens, entry.output_tokens)
 
         if self.spec.model is not None:
             add(self.spec.model, self.spec.model.key, self.model_calls, self.input_tokens, self.output_tokens)

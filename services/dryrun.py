@@ -76,8 +76,7 @@ def plan_spec(item: ResolvedSpec, cache_policy: str) -> SpecPlan:
         per_output, source = OUTPUT_TOKENS_GUESS, f"a guess of {OUTPUT_TOKENS_GUESS} per call"
     input_tokens, output_tokens = math.ceil(input_chars / 4), per_output * calls
     pricing = spec.model.pricing
-    cost = None if pricing is None else (input_tokens * pricing.input_per_million
-                                         + output_tokens * pricing.output_per_million) / 1_000_000
+    cost = None if pricing is None else pricing.cost_usd(input_tokens, output_tokens)
     return SpecPlan(**base, cached=cached, model_calls=calls, uploaded=False, estimated_input_tokens=input_tokens,
                     estimated_output_tokens=output_tokens, estimated_cost_usd=cost, output_tokens_from=source)
 

@@ -334,8 +334,7 @@ def usage_of(task_result_id: int, spec: ResolvedTaskSpec) -> Usage:
 
         p50, p95 = rank(0.5), rank(0.95)
     pricing = spec.model.pricing if spec.model else None
-    cost = None if pricing is None else (tokens_in * pricing.input_per_million
-                                         + tokens_out * pricing.output_per_million) / 1_000_000
+    cost = None if pricing is None else pricing.cost_usd(tokens_in, tokens_out)
     if judging is not None:
         # Cost includes what judging cost (model-graded scorers).
         cost = (cost or 0.0) + judging

@@ -64,6 +64,10 @@ class Pricing(Strict):
     input_per_million: float = Field(ge=0)
     output_per_million: float = Field(ge=0)
 
+    def cost_usd(self, input_tokens: float, output_tokens: float) -> float:
+        """The price of these tokens: the one formula every cost figure uses."""
+        return (input_tokens * self.input_per_million + output_tokens * self.output_per_million) / 1_000_000
+
 
 class GenerationSettings(Strict):
     temperature: float | None = Field(None, ge=0, le=2)

@@ -118,9 +118,7 @@ def primary_label(connection, task_result_id: int) -> str | None:  # noqa: ANN00
 
 def judge_cost(record: SampleRecord, pricing: dict[str, Pricing]) -> float | None:
     """The sample's judge calls priced by their models; None when it made none or none is priced."""
-    costs = [(j.input_tokens * pricing[j.model].input_per_million
-              + j.output_tokens * pricing[j.model].output_per_million) / 1_000_000
-             for j in record.judges if j.model in pricing]
+    costs = [pricing[j.model].cost_usd(j.input_tokens, j.output_tokens) for j in record.judges if j.model in pricing]
     return sum(costs) if costs else None
 
 

@@ -114,7 +114,7 @@ def model_result(view: TaskResultView) -> ModelResult:
     cost = None
     if pricing is not None:
         paid_in, paid_out = _paid_tokens(view)
-        cost = (paid_in * pricing.input_per_million + paid_out * pricing.output_per_million) / 1_000_000
+        cost = pricing.cost_usd(paid_in, paid_out)
     return ModelResult(
         key=view.spec.model.key if view.spec.model else view.spec.key, view=view,
         metrics={m.label: {"passed": m.passed, "total": m.total, "score": m.score} for m in suite.metrics},

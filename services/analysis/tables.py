@@ -86,8 +86,7 @@ def _sample_rows(view: TaskResultView) -> Iterator[tuple[dict[str, Any], list[di
             error = sample.get("error") or {}
             cost = None
             if pricing is not None and usage and not sample.get("cached"):
-                cost = (usage.get("input_tokens", 0) * pricing.input_per_million
-                        + usage.get("output_tokens", 0) * pricing.output_per_million) / 1_000_000
+                cost = pricing.cost_usd(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
             common = {"run_id": view.run_id, "task_result_uuid": view.uuid, "spec_key": view.spec.key,
                       "model_key": model, "sample_id": sample["id"], "epoch": sample.get("epoch", 1)}
             row = {**common, "position": sample["position"], "input": _text(sample.get("input")),

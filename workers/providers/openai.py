@@ -38,8 +38,6 @@ class OpenAIProvider(Provider):
         self._lock = threading.Lock()
         self.limiter = limiter_for(model)
         self.metrics = model_counters(model.key)
-        self.price_per_token = ((model.pricing.input_per_million / 1e6, model.pricing.output_per_million / 1e6)
-                                if model.pricing else None)
         # The request body is plain JSON built here: the client's typed `create()` walks its
         # parameter annotations for every call, which cost more CPU than the HTTP exchange itself.
         self.body = {"model": model.name,
@@ -132,8 +130,8 @@ class OpenAIProvider(Provider):
     def _count_usage(self, input_tokens: int, output_tokens: int) -> None:
         self.metrics.input_tokens.inc(input_tokens)
         self.metrics.output_tokens.inc(output_tokens)
-        if self.price_per_token is not None:
-            self.metrics.cost_usd.inc(input_tokens * self.price_per_token[0] + output_tokens * self.price_per_token[1])
+        if self.model.pricing is not None:
+            self.metrics.cost_usd.inc(self.model.pricing.cost_usd(input_tokens, output_tokens))
 
 
 def _completion_fields(response: object) -> tuple[str, int | None, int | None]:
