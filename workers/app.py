@@ -10,6 +10,7 @@ import uuid
 from contextlib import ExitStack
 
 from celery import Celery
+from celery.app.amqp import task_message
 
 from shared.plan import ResolvedTaskSpec
 from shared.redact import mask_url
@@ -96,15 +97,18 @@ PUBLISH_BATCH = 500
 
 
 class SampleSender:
-    """Publishes sample messages over one broker connection. On Redis, messages go out in
-    pipelined batches (one round trip per PUBLISH_BATCH messages); each queue is declared once;
-    and the message's argument repr (only for monitoring) is not computed. All three are
-    per-message costs that otherwise dominate submission."""
+    """Publishes sample messages over one broker connection. Per-message costs that otherwise
+    dominate submission are paid once: on Redis, messages go out in pipelined batches (one round
+    trip per PUBLISH_BATCH messages); each queue is declared and routed once; and the task message
+    is built once per queue by Celery (`create_task_message`), then copied with each sample's
+    id, arguments and monitoring repr, and handed to Celery's own `send_task_message` (retry
+    policy, routing, publish signals). Headers and body are those `app.send_task` would send."""
 
     def __init__(self) -> None:
         self._stack = ExitStack()
-        self._declared: set[str] = set()
         self._batch = None
+        # queue -> (the message's headers, properties and embedded options; the routed options)
+        self._templates: dict[str, tuple[dict, dict, dict, dict]] = {}
         # Task ids unique across senders without a uuid4 (and its system call) per message.
         self._id_prefix = uuid.uuid4().hex
         self._sequence = itertools.count()
@@ -124,15 +128,27 @@ class SampleSender:
     def __exit__(self, *exc: object) -> None:
         self._stack.__exit__(*exc)
 
+    def _template(self, queue: str) -> tuple[dict, dict, dict, dict]:
+        template = self._templates.get(queue)
+        if template is None:
+            self.producer.maybe_declare(app.amqp.queues[queue])
+            task = app.tasks[SAMPLE_TASK]
+            options = app.amqp.router.route({"queue": queue, "declare": []}, SAMPLE_TASK, (), {}, task)
+            headers, properties, body, _ = app.amqp.create_task_message(
+                "", SAMPLE_TASK, (), {}, reply_to=app.thread_oid,
+                create_sent_event=False, ignore_result=None, argsrepr="", kwargsrepr="{}")
+            template = self._templates[queue] = (headers, properties, body[2], options)
+        return template
+
     def send(self, task_result_id: int, position: int, sample: dict, queue: str, checked: bool = False) -> None:
         """`checked`: the sample was just looked up in the result store and is not there."""
-        if queue not in self._declared:
-            self.producer.maybe_declare(app.amqp.queues[queue])
-            self._declared.add(queue)
+        headers, properties, embed, options = self._template(queue)
+        task_id = f"{self._id_prefix}-{next(self._sequence)}"
         args = [task_result_id, position, sample, True] if checked else [task_result_id, position, sample]
-        app.send_task(SAMPLE_TASK, args=args, queue=queue, producer=self.producer,
-                      task_id=f"{self._id_prefix}-{next(self._sequence)}",
-                      declare=[], argsrepr=f"[{task_result_id}, {position}, ...]", kwargsrepr="{}")
+        message = task_message(
+            {**headers, "id": task_id, "root_id": task_id, "argsrepr": f"[{task_result_id}, {position}, ...]"},
+            {**properties, "correlation_id": task_id}, (args, {}, embed), None)
+        app.amqp.send_task_message(self.producer, SAMPLE_TASK, message, **options)
 
 
 def broker_address() -> str:

@@ -27,12 +27,21 @@ from shared.spec import Pricing
 logger = logging.getLogger(__name__)
 
 
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass
 class PendingResult:
     task_result_id: int
     record: SampleRecord
     group_key: str | None
-    done: threading.Event = field(default_factory=threading.Event)
+    # Held from creation; the writer releases it once the sample is recorded. A bare lock is the
+    # cheapest one-shot signal between two threads (an Event is a Condition, a lock and Python
+    # code on both sides), paid for every sample.
+    done: threading.Lock = field(default_factory=_held_lock)
     error: BaseException | None = None
     # What the sample adds to the result store (shared.result_store.StoreWrite), written with the
     # batch before its commit.
@@ -258,7 +267,7 @@ class ResultWriter:
                store_write: object | None = None) -> None:
         pending = PendingResult(task_result_id, record, group_key, store_write=store_write)
         self._queue.put(pending)
-        pending.done.wait()
+        pending.done.acquire()
         if pending.error is not None:
             raise pending.error
 
@@ -284,7 +293,7 @@ class ResultWriter:
                 logger.warning("could not record %d sample results: %s", failed,
                                next(p.error for p in batch if p.error is not None))
             for pending in batch:
-                pending.done.set()
+                pending.done.release()
             for task_result_id in claimed:
                 try:
                     self.on_claimed(task_result_id)
