@@ -1,5 +1,5 @@
 """The embedded default: a Celery worker inside the current process, on the in-memory transport
-with a thread pool, so `evalfleet run` needs no server of any kind."""
+with a thread pool (workers.pool), so `evalfleet run` needs no server of any kind."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from celery.worker import WorkController
 from celery.worker import state as worker_state
 
 from workers.app import app
+from workers.pool import ThreadPool
 
 STOP_TIMEOUT_S = 30
 EMBEDDED_HOSTNAME = "embedded@localhost"
@@ -39,7 +40,7 @@ def embedded_worker(concurrency: int) -> Iterator[WorkController]:
     # What `celery worker` does at start: without it tasks see the machine's name as their host.
     setup_worker_optimizations(app, EMBEDDED_HOSTNAME)
     worker = _EmbeddedWorker(
-        app=app, hostname=EMBEDDED_HOSTNAME, pool="threads", concurrency=concurrency,
+        app=app, hostname=EMBEDDED_HOSTNAME, pool_cls=ThreadPool, concurrency=concurrency,
         without_heartbeat=True, without_mingle=True, without_gossip=True, loglevel="WARNING",
         ready_callback=None,
     )

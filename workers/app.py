@@ -73,6 +73,8 @@ def configure_app(settings: Settings | None = None) -> Celery:
         worker_send_task_events=False,
         task_send_sent_event=False,
         worker_disable_rate_limits=True,
+        # Threads (samples wait on model APIs), fed without a Future per task (workers.pool).
+        worker_pool="workers.pool:ThreadPool",
         enable_utc=True,
     )
     return app

@@ -64,7 +64,7 @@ def run_worker(*, concurrency: int, queues: list[str], node_name: str | None, lo
             start_exporter(port, host, queues)
         except OSError as exc:
             raise SystemExit(f"evalfleet worker {name}: cannot serve metrics on {host}:{port}: {exc}") from None
-    argv = ["worker", "--pool=threads", f"--concurrency={concurrency}", f"--loglevel={loglevel}",
+    argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}",
             "--without-gossip", "--without-mingle", f"--queues={','.join(queues)}", f"--hostname={name}"]
     if loglevel.upper() != "DEBUG":
         argv.insert(0, "--quiet")  # Celery's banner advises options this command does not take

@@ -45,6 +45,9 @@ def test_celery_inspect_and_flower_see_both_workers(redis_cluster, workers, fake
     assert set(stats) == names
     for answer in stats.values():
         assert answer["pool"]["max-concurrency"] == 2
+        # The pool of workers.pool, with as many threads as the concurrency.
+        assert answer["pool"]["implementation"] == "workers.pool:ThreadPool"
+        assert answer["pool"]["threads"] == 2
         assert answer["broker"]["transport"] == "workers.broker:Transport"
     assert inspect(redis_cluster, "active", names) == {name: [] for name in names}
 
