@@ -73,5 +73,17 @@ def inference_key(model: dict[str, Any], task: dict[str, Any], prompt: Prompt, s
     return InferenceIdentity(model, task).key(prompt, sample, epoch)
 
 
+class ScoreIdentity:
+    """The scorer part of score keys, encoded once per task specification. A key is the canonical
+    hash of {"inference", "scorer", "v"}, fed in key order (an inference key is hex: it encodes
+    as itself)."""
+
+    def __init__(self, scorer: dict[str, Any]):
+        self._suffix = b'","scorer":' + _canonical(scorer) + b',"v":' + _canonical(IDENTITY_VERSION) + b"}"
+
+    def key(self, inference: str) -> str:
+        return hashlib.sha256(b'{"inference":' + _canonical(inference)[:-1] + self._suffix).hexdigest()
+
+
 def score_key(inference: str, scorer: dict[str, Any]) -> str:
-    return canonical_hash({"v": IDENTITY_VERSION, "inference": inference, "scorer": scorer})
+    return ScoreIdentity(scorer).key(inference)

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared.cache_identity import InferenceIdentity, model_identity, score_key, task_identity
+from shared.cache_identity import InferenceIdentity, ScoreIdentity, model_identity, task_identity
 from shared.db import CANCELLING, get_engine, now, runs, task_results
 from shared.epochs import epoch_of
 from shared.errors import EvalfleetError, StoreError
@@ -55,7 +55,7 @@ class Execution:
     task: Task
     provider: Provider | None
     identity: InferenceIdentity | None = None
-    scorer_identity: dict[str, Any] = field(default_factory=dict)
+    score_identity: ScoreIdentity = field(default_factory=lambda: ScoreIdentity({}))
     log_prompts: str = "full"
     # The hash and length of the task's prompt_template, computed once: templates can be
     # megabytes long.
@@ -137,7 +137,7 @@ def execution_of(spec: ResolvedTaskSpec, cache_policy: str, *, task_result_id: i
         task=task,
         provider=provider_for(spec.model) if spec.model and with_provider else None,
         identity=InferenceIdentity(model_identity(spec.model) if spec.model else {}, task_part),
-        scorer_identity=scorer_part,
+        score_identity=ScoreIdentity(scorer_part),
         log_prompts=log_prompts,
         template_sha256=template_sha256(template) if isinstance(
             template := getattr(task.config, "prompt_template", None), str) else None,
@@ -175,7 +175,7 @@ def evaluate_sample(execution: Execution, sample: Sample, position: int, worker:
         if execution.provider is None:
             scores = task.score(sample, output)
         else:
-            prompt, ikey, skey = cache_keys(execution, sample, epoch)
+            prompt, ikey, skey = _keys_for(execution, sample, position, epoch)
             if execution.reads_cache and not checked:
                 counters.lookups.inc()
                 hit, hit_scores = _lookup(ikey, skey)
@@ -245,7 +245,27 @@ def cache_keys(execution: Execution, sample: Sample, epoch: int = 1) -> tuple[Pr
     the first keeps the keys of runs without epochs)."""
     prompt = execution.task.prompt(sample)
     ikey = execution.identity.key(prompt, sample, epoch - 1)
-    return prompt, ikey, score_key(ikey, execution.scorer_identity)
+    return prompt, ikey, execution.score_identity.key(ikey)
+
+
+# In the embedded process the feeder and the workers share memory: the keys the feeder computed
+# to look a sample up are handed to the worker that runs it instead of being computed again
+# (rendering the prompt and two hashes, a few percent of the process's CPU per sample). Keyed by
+# (task result, position); a worker that finds nothing computes the keys itself, so the map may
+# be cleared at any time (it is, past HANDED_OVER_MAX entries: samples fed and never run).
+_handed_over: dict[tuple[int, int], tuple[Prompt, str, str]] = {}
+HANDED_OVER_MAX = 200_000
+
+
+def _hand_over(task_result_id: int, position: int, keys: tuple[Prompt, str, str]) -> None:
+    if len(_handed_over) >= HANDED_OVER_MAX:
+        _handed_over.clear()
+    _handed_over[(task_result_id, position)] = keys
+
+
+def _keys_for(execution: Execution, sample: Sample, position: int, epoch: int) -> tuple[Prompt, str, str]:
+    keys = _handed_over.pop((execution.task_result_id, position), None)
+    return keys if keys is not None else cache_keys(execution, sample, epoch)
 
 
 def logged_prompt(execution: Execution, sample: Sample, prompt: Prompt | None) -> dict[str, Any]:
@@ -288,9 +308,13 @@ def cached_samples(execution: Execution, samples: list[tuple[int, Sample]]) -> l
     moment = now()
     execution.counters.lookups.inc(len(keyed))
     served = 0
-    for (index, (prompt, _, _)), (hit, hit_scores) in zip(keyed, found, strict=True):
+    hand_over = get_settings().embedded
+    for (index, keys), (hit, hit_scores) in zip(keyed, found, strict=True):
+        prompt = keys[0]
         if hit is None:
             records[index] = MISSED
+            if hand_over:
+                _hand_over(execution.task_result_id, samples[index][0], keys)
         if hit is None or hit_scores is None:
             continue
         position, sample = samples[index]

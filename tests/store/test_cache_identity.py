@@ -216,3 +216,12 @@ def test_inference_keys_are_the_canonical_hash_of_the_documented_document(prompt
     assert inference_key(model_part, task_part, sent, BASE_SAMPLE, 3) == canonical_hash(document)
     identity = cache_identity.InferenceIdentity(model_part, task_part)
     assert identity.key(sent, BASE_SAMPLE, 3) == canonical_hash(document)
+
+
+@pytest.mark.parametrize("scorer", [{}, {"template": "qa", "entrypoint": None, "config": {"scorers": [
+    {"name": "model_graded_qa", "template": "Grädé {answer}\n", "partial_credit": True}]}}])
+def test_score_keys_are_the_canonical_hash_of_the_documented_document(scorer: dict[str, Any]) -> None:
+    # Encoded once per task specification (ScoreIdentity), equal to the documented hash.
+    ikey = canonical_hash({"any": "inference"})
+    document = {"v": cache_identity.IDENTITY_VERSION, "inference": ikey, "scorer": scorer}
+    assert cache_identity.ScoreIdentity(scorer).key(ikey) == score_key(ikey, scorer) == canonical_hash(document)
