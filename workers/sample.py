@@ -411,7 +411,7 @@ def reset_worker_state() -> None:
     reset_prompt_budget()
 
 
-@app.task(name=SAMPLE_TASK, bind=True, max_retries=None)
+@app.task(name=SAMPLE_TASK, bind=True, max_retries=None, Request="workers.delivery:SampleRequest")
 def evaluate_sample_task(self, task_result_id: int, position: int, sample: dict, checked: bool = False) -> None:
     if stopping():
         # Not started yet and this worker is stopping: back to the broker for another worker.
