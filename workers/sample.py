@@ -407,6 +407,7 @@ def reset_worker_state() -> None:
     with _executions_lock:
         _executions.clear()
         _writer = None
+    _handed_over.clear()  # task result ids are only unique within one database
     reset_result_store()
     reset_prompt_budget()
 
