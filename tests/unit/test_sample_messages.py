@@ -11,6 +11,11 @@ from workers.app import _SAMPLE_ARGS, SAMPLE_TASK, SampleSender, app, configure_
 from workers.sample import evaluate_sample_task  # noqa: F401 - registers the sample task
 
 
+# A queue no worker consumes, emptied afterwards: an embedded worker started later in this process
+# must not run these messages as samples of its own task results.
+QUEUE = "evalfleet-test-sample-messages"
+
+
 @pytest.fixture
 def published(monkeypatch, tmp_path):
     monkeypatch.setenv("EVALFLEET_HOME", str(tmp_path))
@@ -28,11 +33,13 @@ def published(monkeypatch, tmp_path):
         yield seen
     finally:
         signals.before_task_publish.disconnect(capture)
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_purge(QUEUE)
 
 
 def test_a_sample_message_is_the_one_send_task_builds(published):
     sample = {"id": "q1", "input": "What is 2+2?", "target": "4", "metadata": {"k": [1, 2]}}
-    queue = app.conf.task_default_queue
+    queue = QUEUE
     with SampleSender() as sender:
         sender.send(12, 7, sample, queue, checked=True)
         sender.send(12, 8, sample, queue)
@@ -55,6 +62,6 @@ def test_a_sample_message_is_the_one_send_task_builds(published):
 def test_every_message_of_a_run_gets_a_unique_id(published):
     with SampleSender() as one, SampleSender() as other:
         for position in range(50):
-            one.send(1, position, {"id": str(position), "input": "x"}, app.conf.task_default_queue)
-            other.send(1, position, {"id": str(position), "input": "x"}, app.conf.task_default_queue)
+            one.send(1, position, {"id": str(position), "input": "x"}, QUEUE)
+            other.send(1, position, {"id": str(position), "input": "x"}, QUEUE)
     assert len({message["headers"]["id"] for message in published}) == 100
