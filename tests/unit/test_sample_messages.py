@@ -10,7 +10,6 @@ from celery import signals
 from workers.app import _SAMPLE_ARGS, SAMPLE_TASK, SampleSender, app, configure_app
 from workers.sample import evaluate_sample_task  # noqa: F401 - registers the sample task
 
-
 # A queue no worker consumes, emptied afterwards: an embedded worker started later in this process
 # must not run these messages as samples of its own task results.
 QUEUE = "evalfleet-test-sample-messages"
