@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
-from shared.cache_identity import InferenceIdentity, model_identity, score_key, task_identity
+from shared.cache_identity import InferenceIdentity, ScoreIdentity, model_identity, task_identity
 from shared.db import get_engine
 from shared.errors import SpecError, StoreError
 from shared.log import SampleRecord, TaskResultLog, read_task_result_log
@@ -94,6 +94,7 @@ def inject_uploaded_log(log: TaskResultLog, spec: ResolvedTaskSpec, task_result_
     model_part = model_identity(spec.model) if spec.model else None
     store = result_store() if cache_policy != "no-cache" and model_part is not None else None
     identity = InferenceIdentity(model_part, task_part) if store is not None else None
+    scoring = ScoreIdentity(scorer_part)
     claimed: list[int] = []
     for batch in _batches(log.samples):
         pending = []
@@ -103,7 +104,7 @@ def inject_uploaded_log(log: TaskResultLog, spec: ResolvedTaskSpec, task_result_
                 ikey = identity.key(prompt_of(record, log) or "", sample, record.epoch - 1)
                 store.save(ikey, CachedInference(output=record.output, usage=record.usage,
                                                  latency_ms=record.latency_ms),
-                           score_key(ikey, scorer_part), CachedScores(scores=record.scores), known=True)
+                           scoring.key(ikey), CachedScores(scores=record.scores), known=True)
             uploaded = record.model_copy(update={"model_calls": 0, "cached": True, "worker": UPLOAD_WORKER})
             group = task.group_key(sample) if task.scores_population else None
             pending.append(PendingResult(task_result_id, uploaded, group))
